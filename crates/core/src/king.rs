@@ -1,0 +1,160 @@
+//! The king-of-the-hill rule (SPEC §11) as one pure function of a round's results.
+//!
+//! The king is re-measured in every round, so its *fresh* score is compared with the
+//! challengers' scores from the same hardware and prompts; old scores never compete.
+
+use std::cmp::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use crate::submission::SubmissionId;
+
+/// Parameters of the decaying margin a challenger must beat the king by.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KingRule {
+    /// Margin right after a crowning (1 %).
+    pub base_margin: f64,
+    /// Blocks over which the margin decays linearly to 0 (about 7 days of 12 s blocks).
+    pub decay_blocks: u64,
+}
+
+impl Default for KingRule {
+    fn default() -> Self {
+        Self {
+            base_margin: 0.01,
+            decay_blocks: 50_400,
+        }
+    }
+}
+
+impl KingRule {
+    /// `base_margin * max(0, 1 - (now - crowned_at) / decay_blocks)`.
+    pub fn margin(&self, now_block: u64, crowned_at_block: u64) -> f64 {
+        if self.decay_blocks == 0 {
+            return 0.0;
+        }
+        // A crowning "in the future" (clock skew between scans) counts as just now.
+        let age = now_block.saturating_sub(crowned_at_block) as f64;
+        self.base_margin * (1.0 - age / self.decay_blocks as f64).max(0.0)
+    }
+}
+
+/// One contestant's outcome in the round, as the rule needs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contender {
+    pub submission: SubmissionId,
+    pub uid: u16,
+    pub commit_block: u64,
+    /// Passed the correctness gate (a disqualified contestant has `passed = false`).
+    pub passed: bool,
+    pub score: f64,
+}
+
+impl Contender {
+    fn eligible(&self) -> bool {
+        self.passed && self.score.is_finite() && self.score > 0.0
+    }
+}
+
+/// The reigning king and its fresh result from this round (`None` when it produced none,
+/// which counts as failing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KingStanding {
+    pub submission: SubmissionId,
+    pub uid: u16,
+    pub crowned_at_block: u64,
+    pub fresh: Option<Contender>,
+}
+
+/// Why a challenger was crowned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrownCause {
+    /// There was no king.
+    Vacant,
+    /// The king failed its fresh gate.
+    KingFailed,
+    /// The challenger beat the king's fresh score by more than the margin.
+    BeatKing,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum CrownDecision {
+    /// The king stays; its recorded score becomes the fresh one.
+    Keep { fresh_score: f64 },
+    /// `winner` becomes king.
+    Crown {
+        winner: Contender,
+        cause: CrownCause,
+        dethroned: Option<SubmissionId>,
+    },
+    /// The king failed and no challenger qualified: the throne is empty.
+    Vacate { dethroned: SubmissionId },
+    /// No king before, none after.
+    NoKing,
+}
+
+/// Applies SPEC §11 to one round.
+pub fn decide(
+    rule: &KingRule,
+    now_block: u64,
+    king: Option<&KingStanding>,
+    challengers: &[Contender],
+) -> CrownDecision {
+    let best = |threshold: f64| {
+        challengers
+            .iter()
+            .filter(|c| c.eligible() && c.score > threshold)
+            .min_by(|a, b| rank(a, b))
+            .cloned()
+    };
+    let Some(king) = king else {
+        return match best(0.0) {
+            Some(winner) => CrownDecision::Crown {
+                winner,
+                cause: CrownCause::Vacant,
+                dethroned: None,
+            },
+            None => CrownDecision::NoKing,
+        };
+    };
+    let fresh_ok = king
+        .fresh
+        .as_ref()
+        .filter(|f| f.passed && f.score.is_finite() && f.score >= 0.0);
+    match fresh_ok {
+        Some(fresh) => {
+            let threshold = fresh.score * (1.0 + rule.margin(now_block, king.crowned_at_block));
+            match best(threshold) {
+                Some(winner) => CrownDecision::Crown {
+                    winner,
+                    cause: CrownCause::BeatKing,
+                    dethroned: Some(king.submission.clone()),
+                },
+                None => CrownDecision::Keep {
+                    fresh_score: fresh.score,
+                },
+            }
+        }
+        None => match best(0.0) {
+            Some(winner) => CrownDecision::Crown {
+                winner,
+                cause: CrownCause::KingFailed,
+                dethroned: Some(king.submission.clone()),
+            },
+            None => CrownDecision::Vacate {
+                dethroned: king.submission.clone(),
+            },
+        },
+    }
+}
+
+/// Best first: higher score, then earlier commit block, then id (total order, so the
+/// outcome never depends on the order results arrived in).
+fn rank(a: &Contender, b: &Contender) -> Ordering {
+    b.score
+        .total_cmp(&a.score)
+        .then(a.commit_block.cmp(&b.commit_block))
+        .then_with(|| a.submission.cmp(&b.submission))
+}
