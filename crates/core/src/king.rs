@@ -66,16 +66,39 @@ pub struct KingStanding {
     pub fresh: Option<Contender>,
 }
 
-/// Why a challenger was crowned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CrownCause {
-    /// There was no king.
-    Vacant,
-    /// The king failed its fresh gate.
-    KingFailed,
-    /// The challenger beat the king's fresh score by more than the margin.
-    BeatKing,
+coded_enum! {
+    /// Why a challenger was crowned.
+    pub enum CrownCause {
+        /// There was no king.
+        Vacant => "vacant",
+        /// The king failed its fresh gate.
+        KingFailed => "king_failed",
+        /// The challenger beat the king's fresh score by more than the margin.
+        BeatKing => "beat_king",
+    }
+}
+
+coded_enum! {
+    /// Why a king lost the crown.
+    pub enum DethroneCause {
+        /// It failed the gate (or produced no result) in its fresh re-measurement.
+        FailedFreshGate => "failed_fresh_gate",
+        /// A challenger beat it by more than the margin.
+        Beaten => "beaten",
+        /// Its hotkey left the netuid.
+        Deregistered => "deregistered",
+    }
+}
+
+impl CrownCause {
+    /// What happened to the previous king, if there was one.
+    pub fn dethrone_cause(self) -> Option<DethroneCause> {
+        match self {
+            Self::Vacant => None,
+            Self::KingFailed => Some(DethroneCause::FailedFreshGate),
+            Self::BeatKing => Some(DethroneCause::Beaten),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -3,6 +3,40 @@
 //! round's prompts. Every daemon decision that can be a pure function lives here, so it can
 //! be tested exhaustively and read in one place.
 
+/// Defines a fieldless enum with stable string codes, `Display` and `FromStr`.
+macro_rules! coded_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $code:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($(#[$vmeta])* $variant,)+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+            pub fn code(self) -> &'static str {
+                match self { $($name::$variant => $code,)+ }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.code())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = $crate::submission::UnknownCode;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($code => Ok($name::$variant),)+
+                    _ => Err($crate::submission::UnknownCode(s.to_owned())),
+                }
+            }
+        }
+    };
+}
+
+
 pub mod commitment;
 pub mod king;
 pub mod prompts;
@@ -12,7 +46,9 @@ pub mod submission;
 pub mod weights;
 
 pub use commitment::{decode_commitment, Commitment, CommitmentError};
-pub use king::{decide, Contender, CrownCause, CrownDecision, KingRule, KingStanding};
+pub use king::{
+    decide, Contender, CrownCause, CrownDecision, DethroneCause, KingRule, KingStanding,
+};
 pub use reference::{Digest, ImageRef, ReferenceError};
 pub use score::{score, InvalidBaseline, Speed};
 pub use submission::{

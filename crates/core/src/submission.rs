@@ -64,39 +64,6 @@ impl From<SubmissionId> for String {
     }
 }
 
-/// Defines a fieldless enum with stable string codes, `Display` and `FromStr`.
-macro_rules! coded_enum {
-    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $code:literal,)+ }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($(#[$vmeta])* $variant,)+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
-            pub fn code(self) -> &'static str {
-                match self { $($name::$variant => $code,)+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.code())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = UnknownCode;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s {
-                    $($code => Ok($name::$variant),)+
-                    _ => Err(UnknownCode(s.to_owned())),
-                }
-            }
-        }
-    };
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown code `{0}`")]
 pub struct UnknownCode(pub String);

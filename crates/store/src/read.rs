@@ -1,0 +1,274 @@
+//! Row types and queries. Each query is a free function over any executor, so the status
+//! API reads through the read-only pool and write operations read inside their own
+//! transaction with the same code.
+
+use cacheon_core::{Role, SubmissionState};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Executor, FromRow, QueryBuilder, Row, Sqlite};
+
+use crate::{parse_code, Result, Store, StoreError};
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SubmissionRow {
+    pub id: String,
+    pub hotkey: String,
+    pub commit_block: i64,
+    pub uid: Option<u16>,
+    pub image: Option<String>,
+    pub digest: Option<String>,
+    pub state: SubmissionState,
+    /// Reject, withdraw, disqualify or infrastructure code, for the miner to read.
+    pub reason: Option<String>,
+    pub round_id: Option<i64>,
+    pub infra_attempts: i64,
+    pub score: Option<f64>,
+    pub observed_at: i64,
+    pub updated_at: i64,
+}
+
+impl FromRow<'_, SqliteRow> for SubmissionRow {
+    fn from_row(row: &SqliteRow) -> sqlx::Result<Self> {
+        let state: String = row.try_get("state")?;
+        Ok(Self {
+            id: row.try_get("id")?,
+            hotkey: row.try_get("hotkey")?,
+            commit_block: row.try_get("commit_block")?,
+            uid: row.try_get("uid")?,
+            image: row.try_get("image")?,
+            digest: row.try_get("digest")?,
+            state: decode_column(&state)?,
+            reason: row.try_get("reason")?,
+            round_id: row.try_get("round_id")?,
+            infra_attempts: row.try_get("infra_attempts")?,
+            score: row.try_get("score")?,
+            observed_at: row.try_get("observed_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoundState {
+    Open,
+    Completed,
+    Void,
+}
+
+impl std::str::FromStr for RoundState {
+    type Err = ();
+    fn from_str(s: &str) -> std::result::Result<Self, ()> {
+        match s {
+            "open" => Ok(Self::Open),
+            "completed" => Ok(Self::Completed),
+            "void" => Ok(Self::Void),
+            _ => Err(()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ContestantRow {
+    pub submission_id: String,
+    pub role: Role,
+    pub position: i64,
+    /// `scored` or `disqualified` once the round is applied.
+    pub outcome: Option<String>,
+    pub score: Option<f64>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RoundRow {
+    pub id: i64,
+    pub seed_block: i64,
+    pub seed_hash: String,
+    pub state: RoundState,
+    pub void_reason: Option<String>,
+    pub opened_at: i64,
+    pub deadline_at: i64,
+    pub closed_at: Option<i64>,
+    /// King first, then challengers in commit order.
+    pub contestants: Vec<ContestantRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, FromRow)]
+pub struct KingRow {
+    pub submission_id: String,
+    #[sqlx(try_from = "i64")]
+    pub uid: u16,
+    pub score: f64,
+    pub crowned_at_block: i64,
+    pub round_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, FromRow)]
+pub struct KingEvent {
+    pub id: i64,
+    /// `crowned`, `defended` or `dethroned`.
+    pub event: String,
+    pub submission_id: String,
+    #[sqlx(try_from = "i64")]
+    pub uid: u16,
+    pub score: Option<f64>,
+    pub block: i64,
+    pub round_id: Option<i64>,
+    pub cause: String,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, FromRow)]
+pub struct WeightSubmissionRow {
+    pub id: i64,
+    pub block: i64,
+    pub uids: String,
+    pub weights: String,
+    pub version_key: i64,
+    pub mode: String,
+    pub outcome: String,
+    pub detail: Option<String>,
+    pub at: i64,
+}
+
+/// Filters for listing submissions; all optional, combined with AND.
+#[derive(Debug, Clone, Default)]
+pub struct SubmissionFilter {
+    pub state: Option<SubmissionState>,
+    pub hotkey: Option<String>,
+    pub uid: Option<u16>,
+    /// At most this many, newest commit first (default 100).
+    pub limit: Option<u32>,
+}
+
+fn decode_column<T: std::str::FromStr>(s: &str) -> sqlx::Result<T> {
+    s.parse()
+        .map_err(|_| sqlx::Error::Decode(format!("unknown code `{s}`").into()))
+}
+
+pub(crate) async fn submission_state<'e, E: Executor<'e, Database = Sqlite>>(
+    db: E,
+    id: &str,
+) -> Result<Option<SubmissionState>> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT state FROM submissions WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    row.map(|(s,)| parse_code(&s)).transpose()
+}
+
+pub(crate) async fn king<'e, E: Executor<'e, Database = Sqlite>>(db: E) -> Result<Option<KingRow>> {
+    Ok(sqlx::query_as(
+        "SELECT submission_id, uid, score, crowned_at_block, round_id FROM king WHERE slot = 1",
+    )
+    .fetch_optional(db)
+    .await?)
+}
+
+pub(crate) async fn round(
+    db: &mut sqlx::SqliteConnection,
+    id: i64,
+) -> Result<Option<RoundRow>> {
+    let Some(row) = sqlx::query(
+        "SELECT id, seed_block, seed_hash, state, void_reason, opened_at, deadline_at, closed_at \
+         FROM rounds WHERE id = ?",
+    )
+    .bind(id)
+    .fetch_optional(&mut *db)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let contestants = sqlx::query(
+        "SELECT submission_id, role, position, outcome, score, reason FROM round_contestants \
+         WHERE round_id = ? ORDER BY position",
+    )
+    .bind(id)
+    .fetch_all(&mut *db)
+    .await?
+    .iter()
+    .map(|c| -> Result<ContestantRow> {
+        Ok(ContestantRow {
+            submission_id: c.try_get("submission_id")?,
+            role: parse_code(&c.try_get::<String, _>("role")?)?,
+            position: c.try_get("position")?,
+            outcome: c.try_get("outcome")?,
+            score: c.try_get("score")?,
+            reason: c.try_get("reason")?,
+        })
+    })
+    .collect::<Result<Vec<_>>>()?;
+    let state: String = row.try_get("state")?;
+    Ok(Some(RoundRow {
+        id: row.try_get("id")?,
+        seed_block: row.try_get("seed_block")?,
+        seed_hash: row.try_get("seed_hash")?,
+        state: state
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("round state `{state}`")))?,
+        void_reason: row.try_get("void_reason")?,
+        opened_at: row.try_get("opened_at")?,
+        deadline_at: row.try_get("deadline_at")?,
+        closed_at: row.try_get("closed_at")?,
+        contestants,
+    }))
+}
+
+impl Store {
+    pub async fn submission(&self, id: &str) -> Result<Option<SubmissionRow>> {
+        Ok(sqlx::query_as("SELECT * FROM submissions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.reader())
+            .await?)
+    }
+
+    pub async fn submissions(&self, filter: &SubmissionFilter) -> Result<Vec<SubmissionRow>> {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM submissions WHERE 1 = 1");
+        if let Some(state) = filter.state {
+            q.push(" AND state = ").push_bind(state.code());
+        }
+        if let Some(hotkey) = &filter.hotkey {
+            q.push(" AND hotkey = ").push_bind(hotkey.clone());
+        }
+        if let Some(uid) = filter.uid {
+            q.push(" AND uid = ").push_bind(i64::from(uid));
+        }
+        q.push(" ORDER BY commit_block DESC, id LIMIT ")
+            .push_bind(i64::from(filter.limit.unwrap_or(100)));
+        Ok(q.build_query_as().fetch_all(self.reader()).await?)
+    }
+
+    pub async fn king(&self) -> Result<Option<KingRow>> {
+        king(self.reader()).await
+    }
+
+    /// Newest first.
+    pub async fn king_history(&self, limit: u32) -> Result<Vec<KingEvent>> {
+        Ok(sqlx::query_as("SELECT * FROM king_history ORDER BY id DESC LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(self.reader())
+            .await?)
+    }
+
+    pub async fn round(&self, id: i64) -> Result<Option<RoundRow>> {
+        let mut conn = self.reader().acquire().await?;
+        round(&mut conn, id).await
+    }
+
+    pub async fn open_rounds(&self) -> Result<Vec<RoundRow>> {
+        let mut conn = self.reader().acquire().await?;
+        let ids: Vec<(i64,)> = sqlx::query_as("SELECT id FROM rounds WHERE state = 'open' ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut rounds = Vec::with_capacity(ids.len());
+        for (id,) in ids {
+            rounds.extend(round(&mut conn, id).await?);
+        }
+        Ok(rounds)
+    }
+
+    pub async fn last_weight_submission(&self) -> Result<Option<WeightSubmissionRow>> {
+        Ok(sqlx::query_as("SELECT * FROM weight_submissions ORDER BY id DESC LIMIT 1")
+            .fetch_optional(self.reader())
+            .await?)
+    }
+}
