@@ -1,1 +1,38 @@
-fn main() {}
+//! `cacheon`: the one binary operators, pods and miners run. This file only wires the
+//! parsed command line to the subcommand that does the work; flags live in `args`.
+
+mod args;
+mod commands;
+mod logging;
+mod workload;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command, DbCommand};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format, &cli.log);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(cli.command)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Prompts(a) => commands::prompts::run(&a),
+        Command::Db {
+            command: DbCommand::Migrate(a),
+        } => commands::db::migrate(&a).await,
+    }
+}

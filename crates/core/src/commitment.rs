@@ -205,7 +205,10 @@ mod tests {
             (b"{nope".to_vec(), CommitmentError::NotJson),
             (b"[1,2]".to_vec(), CommitmentError::NotObject),
             (br#"{"digest":"x"}"#.to_vec(), CommitmentError::MissingImage),
-            (br#"{"image":"a/b","digest":5}"#.to_vec(), CommitmentError::MissingDigest),
+            (
+                br#"{"image":"a/b","digest":5}"#.to_vec(),
+                CommitmentError::MissingDigest,
+            ),
             (
                 format!(r#"{{"image":"A/b","digest":"{DIGEST}"}}"#).into_bytes(),
                 CommitmentError::Image(ReferenceError::ImageGrammar),
@@ -214,7 +217,10 @@ mod tests {
                 br#"{"image":"a/b","digest":"sha256:ABC"}"#.to_vec(),
                 CommitmentError::Digest(ReferenceError::DigestFormat),
             ),
-            (vec![b' '; MAX_COMMITMENT_BYTES + 1], CommitmentError::TooLarge),
+            (
+                vec![b' '; MAX_COMMITMENT_BYTES + 1],
+                CommitmentError::TooLarge,
+            ),
         ];
         for (raw, want) in cases {
             assert_eq!(decode_commitment(&raw), Err(want.clone()), "{raw:?}");

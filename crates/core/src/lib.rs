@@ -36,7 +36,6 @@ macro_rules! coded_enum {
     };
 }
 
-
 pub mod commitment;
 pub mod king;
 pub mod prompts;

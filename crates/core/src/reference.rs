@@ -39,8 +39,10 @@ static PATH_COMPONENT: &str = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
 static TAG: &str = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}";
 
 static DOMAIN_RE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!(r"^{DOMAIN_COMPONENT}(?:\.{DOMAIN_COMPONENT})*(?::[0-9]+)?$"))
-        .expect("static regex")
+    Regex::new(&format!(
+        r"^{DOMAIN_COMPONENT}(?:\.{DOMAIN_COMPONENT})*(?::[0-9]+)?$"
+    ))
+    .expect("static regex")
 });
 static PATH_RE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(r"^{PATH_COMPONENT}(?:/{PATH_COMPONENT})*$")).expect("static regex")

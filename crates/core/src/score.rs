@@ -102,8 +102,14 @@ mod tests {
     #[test]
     fn non_finite_miner_figures_earn_nothing() {
         for miner in [
-            Speed { ttft_s: f64::NAN, tps: f64::INFINITY },
-            Speed { ttft_s: -1.0, tps: -5.0 },
+            Speed {
+                ttft_s: f64::NAN,
+                tps: f64::INFINITY,
+            },
+            Speed {
+                ttft_s: -1.0,
+                tps: -5.0,
+            },
         ] {
             assert_eq!(score(true, BASE, miner), Ok(0.0));
         }
@@ -112,8 +118,14 @@ mod tests {
     #[test]
     fn unusable_baseline_is_an_error() {
         for base in [
-            Speed { ttft_s: 0.0, tps: 1.0 },
-            Speed { ttft_s: 1.0, tps: f64::NAN },
+            Speed {
+                ttft_s: 0.0,
+                tps: 1.0,
+            },
+            Speed {
+                ttft_s: 1.0,
+                tps: f64::NAN,
+            },
         ] {
             assert!(score(true, base, BASE).is_err());
         }

@@ -203,7 +203,10 @@ mod tests {
 
     #[test]
     fn submission_id_round_trips() {
-        let id = SubmissionId::new("5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY", 4_000_123);
+        let id = SubmissionId::new(
+            "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY",
+            4_000_123,
+        );
         assert_eq!(id.to_string().parse::<SubmissionId>().unwrap(), id);
         assert!("nohotkey".parse::<SubmissionId>().is_err());
         assert!(":12".parse::<SubmissionId>().is_err());
@@ -231,7 +234,10 @@ mod tests {
         for r in reasons {
             assert_eq!(r.to_string().parse::<RejectReason>().unwrap(), r);
         }
-        for w in [WithdrawReason::Deregistered, WithdrawReason::SupersededBy(id)] {
+        for w in [
+            WithdrawReason::Deregistered,
+            WithdrawReason::SupersededBy(id),
+        ] {
             assert_eq!(w.to_string().parse::<WithdrawReason>().unwrap(), w);
         }
         assert!("bogus".parse::<RejectReason>().is_err());

@@ -41,10 +41,7 @@ pub fn normalize_max_upscale(pairs: &[(u16, f64)]) -> Result<WeightVector, Weigh
     if let Some(w) = sorted.windows(2).find(|w| w[0].0 == w[1].0) {
         return Err(WeightError::DuplicateUid(w[0].0));
     }
-    let max = sorted
-        .iter()
-        .map(|(_, w)| *w)
-        .fold(0.0_f64, f64::max);
+    let max = sorted.iter().map(|(_, w)| *w).fold(0.0_f64, f64::max);
     if max <= 0.0 {
         return Err(WeightError::NothingToWeigh);
     }
@@ -65,11 +62,17 @@ mod tests {
     fn king_takes_everything_and_burn_without_king() {
         assert_eq!(
             king_weights(Some(17), 0),
-            WeightVector { uids: vec![17], weights: vec![65535] }
+            WeightVector {
+                uids: vec![17],
+                weights: vec![65535]
+            }
         );
         assert_eq!(
             king_weights(None, 0),
-            WeightVector { uids: vec![0], weights: vec![65535] }
+            WeightVector {
+                uids: vec![0],
+                weights: vec![65535]
+            }
         );
     }
 

@@ -1,5 +1,7 @@
 //! Decoder robustness (proptest) and image/digest verdicts on real-world references.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use cacheon_core::{decode_commitment, CommitmentError, Digest, ImageRef, ReferenceError};
 use parity_scale_codec::Encode;
 use proptest::prelude::*;
@@ -80,7 +82,10 @@ fn real_world_image_references() {
         ("ghcr.io/org/x y:tag", Err(ImageGrammar)),
         (" ghcr.io/org/x", Err(ImageGrammar)),
         ("ghcr.io/org/x:tag ", Err(ImageGrammar)),
-        ("ghcr.io/org/x@sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824", Err(EmbeddedDigest)),
+        (
+            "ghcr.io/org/x@sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
+            Err(EmbeddedDigest),
+        ),
         ("ghcr.io/org/x:tag@sha256:abc", Err(EmbeddedDigest)),
         (&long_path, Err(ImageTooLong)),
         ("", Err(EmptyImage)),
@@ -106,7 +111,11 @@ fn real_world_image_references() {
         assert_eq!(&got, want, "image {input:?}");
         // And through the full commitment path, with the miner-facing code.
         let decoded = decode_commitment(payload(input).as_bytes()).map(|_| ());
-        assert_eq!(decoded, want.clone().map_err(CommitmentError::Image), "commitment {input:?}");
+        assert_eq!(
+            decoded,
+            want.clone().map_err(CommitmentError::Image),
+            "commitment {input:?}"
+        );
     }
 }
 
@@ -127,7 +136,11 @@ fn digests() {
     ];
     assert!(Digest::parse(&ok).is_ok());
     for b in bad {
-        assert_eq!(Digest::parse(&b), Err(ReferenceError::DigestFormat), "{b:?}");
+        assert_eq!(
+            Digest::parse(&b),
+            Err(ReferenceError::DigestFormat),
+            "{b:?}"
+        );
     }
 }
 
@@ -136,5 +149,8 @@ fn unknown_fields_are_ignored_but_types_are_strict() {
     let extra = format!(r#"{{"image":"a/b","digest":"{DIGEST}","v":2,"extra":{{"x":[1]}}}}"#);
     assert!(decode_commitment(extra.as_bytes()).is_ok());
     let numeric = format!(r#"{{"image":7,"digest":"{DIGEST}"}}"#);
-    assert_eq!(decode_commitment(numeric.as_bytes()), Err(CommitmentError::MissingImage));
+    assert_eq!(
+        decode_commitment(numeric.as_bytes()),
+        Err(CommitmentError::MissingImage)
+    );
 }

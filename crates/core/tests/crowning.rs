@@ -1,6 +1,10 @@
 //! The king rule (SPEC §11) as a table: margins, thresholds, ties, failures, vacancies.
 
-use cacheon_core::{decide, Contender, CrownCause, CrownDecision, KingRule, KingStanding, SubmissionId};
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use cacheon_core::{
+    decide, Contender, CrownCause, CrownDecision, KingRule, KingStanding, SubmissionId,
+};
 
 const CROWNED_AT: u64 = 1_000_000;
 
@@ -29,7 +33,9 @@ fn king_scoring(score: f64) -> KingStanding {
 
 fn winner(d: &CrownDecision) -> Option<(&str, CrownCause)> {
     match d {
-        CrownDecision::Crown { winner, cause, .. } => Some((winner.submission.hotkey.as_str(), *cause)),
+        CrownDecision::Crown { winner, cause, .. } => {
+            Some((winner.submission.hotkey.as_str(), *cause))
+        }
         _ => None,
     }
 }
@@ -68,10 +74,20 @@ fn challenger_must_beat_the_decayed_threshold() {
 
         for c in [&below, &exact] {
             let d = decide(&rule, now, Some(&k), std::slice::from_ref(c));
-            assert_eq!(d, CrownDecision::Keep { fresh_score: king_score }, "age {age} {c:?}");
+            assert_eq!(
+                d,
+                CrownDecision::Keep {
+                    fresh_score: king_score
+                },
+                "age {age} {c:?}"
+            );
         }
         let d = decide(&rule, now, Some(&k), &[below.clone(), above.clone()]);
-        assert_eq!(winner(&d), Some(("Above", CrownCause::BeatKing)), "age {age}");
+        assert_eq!(
+            winner(&d),
+            Some(("Above", CrownCause::BeatKing)),
+            "age {age}"
+        );
         if let CrownDecision::Crown { dethroned, .. } = d {
             assert_eq!(dethroned, Some(k.submission.clone()));
         }
@@ -108,12 +124,20 @@ fn king_failing_its_fresh_gate_is_dethroned() {
             &rule,
             now,
             Some(k),
-            &[contender("Weak", 20, true, 0.01), contender("Zero", 19, true, 0.0)],
+            &[
+                contender("Weak", 20, true, 0.01),
+                contender("Zero", 19, true, 0.0),
+            ],
         );
         assert_eq!(winner(&d), Some(("Weak", CrownCause::KingFailed)));
         // Nobody qualified: the throne is vacated.
         let d = decide(&rule, now, Some(k), &[contender("Zero", 19, true, 0.0)]);
-        assert_eq!(d, CrownDecision::Vacate { dethroned: k.submission.clone() });
+        assert_eq!(
+            d,
+            CrownDecision::Vacate {
+                dethroned: k.submission.clone()
+            }
+        );
     }
 }
 
@@ -152,6 +176,11 @@ fn zero_and_non_finite_scores_are_never_crowned() {
         CrownDecision::Keep { fresh_score: 0.0 }
     );
     // A passing challenger with positive score beats a zero-score king.
-    let d = decide(&rule, CROWNED_AT, Some(&k), &[contender("Tiny", 9, true, 1e-6)]);
+    let d = decide(
+        &rule,
+        CROWNED_AT,
+        Some(&k),
+        &[contender("Tiny", 9, true, 1e-6)],
+    );
     assert_eq!(winner(&d), Some(("Tiny", CrownCause::BeatKing)));
 }

@@ -164,10 +164,7 @@ pub(crate) async fn king<'e, E: Executor<'e, Database = Sqlite>>(db: E) -> Resul
     .await?)
 }
 
-pub(crate) async fn round(
-    db: &mut sqlx::SqliteConnection,
-    id: i64,
-) -> Result<Option<RoundRow>> {
+pub(crate) async fn round(db: &mut sqlx::SqliteConnection, id: i64) -> Result<Option<RoundRow>> {
     let Some(row) = sqlx::query(
         "SELECT id, seed_block, seed_hash, state, void_reason, opened_at, deadline_at, closed_at \
          FROM rounds WHERE id = ?",
@@ -243,10 +240,12 @@ impl Store {
 
     /// Newest first.
     pub async fn king_history(&self, limit: u32) -> Result<Vec<KingEvent>> {
-        Ok(sqlx::query_as("SELECT * FROM king_history ORDER BY id DESC LIMIT ?")
-            .bind(i64::from(limit))
-            .fetch_all(self.reader())
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM king_history ORDER BY id DESC LIMIT ?")
+                .bind(i64::from(limit))
+                .fetch_all(self.reader())
+                .await?,
+        )
     }
 
     pub async fn round(&self, id: i64) -> Result<Option<RoundRow>> {
@@ -256,9 +255,10 @@ impl Store {
 
     pub async fn open_rounds(&self) -> Result<Vec<RoundRow>> {
         let mut conn = self.reader().acquire().await?;
-        let ids: Vec<(i64,)> = sqlx::query_as("SELECT id FROM rounds WHERE state = 'open' ORDER BY id")
-            .fetch_all(&mut *conn)
-            .await?;
+        let ids: Vec<(i64,)> =
+            sqlx::query_as("SELECT id FROM rounds WHERE state = 'open' ORDER BY id")
+                .fetch_all(&mut *conn)
+                .await?;
         let mut rounds = Vec::with_capacity(ids.len());
         for (id,) in ids {
             rounds.extend(round(&mut conn, id).await?);
@@ -267,8 +267,10 @@ impl Store {
     }
 
     pub async fn last_weight_submission(&self) -> Result<Option<WeightSubmissionRow>> {
-        Ok(sqlx::query_as("SELECT * FROM weight_submissions ORDER BY id DESC LIMIT 1")
-            .fetch_optional(self.reader())
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM weight_submissions ORDER BY id DESC LIMIT 1")
+                .fetch_optional(self.reader())
+                .await?,
+        )
     }
 }

@@ -113,8 +113,14 @@ impl WriteTx {
         let mut image = None;
         let mut digest = None;
         let (state, reason) = match (obs.uid, decode_commitment(&obs.raw)) {
-            (None, _) => (SubmissionState::Rejected, Some(RejectReason::NotRegistered.to_string())),
-            (_, Err(e)) => (SubmissionState::Rejected, Some(RejectReason::Malformed(e).to_string())),
+            (None, _) => (
+                SubmissionState::Rejected,
+                Some(RejectReason::NotRegistered.to_string()),
+            ),
+            (_, Err(e)) => (
+                SubmissionState::Rejected,
+                Some(RejectReason::Malformed(e).to_string()),
+            ),
             (Some(_), Ok(c)) => {
                 let original: Option<(String,)> = sqlx::query_as(
                     "SELECT id FROM submissions WHERE digest = ? AND hotkey <> ? \
@@ -274,7 +280,7 @@ impl WriteTx {
                 .await?;
             }
         }
-        read::round(&mut *self.tx, round_id).await
+        read::round(&mut self.tx, round_id).await
     }
 
     /// Applies a finished round's verdicts and crown decision, exactly once.
@@ -285,7 +291,7 @@ impl WriteTx {
         decision: &CrownDecision,
         block: u64,
     ) -> Result<ApplyOutcome> {
-        let round = read::round(&mut *self.tx, round_id)
+        let round = read::round(&mut self.tx, round_id)
             .await?
             .ok_or(StoreError::UnknownRound(round_id))?;
         if round.state != RoundState::Open {
@@ -293,7 +299,9 @@ impl WriteTx {
         }
         let now = now_unix();
         for c in &round.contestants {
-            let verdict = verdicts.iter().find(|v| v.submission.to_string() == c.submission_id);
+            let verdict = verdicts
+                .iter()
+                .find(|v| v.submission.to_string() == c.submission_id);
             let Some(verdict) = verdict else {
                 let state = read::submission_state(&mut *self.tx, &c.submission_id).await?;
                 if state == Some(SubmissionState::Withdrawn) {
@@ -363,22 +371,37 @@ impl WriteTx {
             CrownDecision::Keep { fresh_score } => {
                 let king = read::king(&mut *self.tx).await?;
                 let Some(king) = king else {
-                    return Err(StoreError::Corrupt("decision keeps a king but there is none".into()));
+                    return Err(StoreError::Corrupt(
+                        "decision keeps a king but there is none".into(),
+                    ));
                 };
                 sqlx::query("UPDATE king SET score = ?, round_id = ?")
                     .bind(fresh_score)
                     .bind(round.id)
                     .execute(&mut *self.tx)
                     .await?;
-                self.history("defended", &king.submission_id, king.uid, Some(*fresh_score), block_i, Some(round.id), "fresh_measurement")
-                    .await?;
+                self.history(
+                    "defended",
+                    &king.submission_id,
+                    king.uid,
+                    Some(*fresh_score),
+                    block_i,
+                    Some(round.id),
+                    "fresh_measurement",
+                )
+                .await?;
             }
             CrownDecision::Vacate { .. } => {
-                self.dethrone(DethroneCause::FailedFreshGate, block, Some(round.id)).await?;
+                self.dethrone(DethroneCause::FailedFreshGate, block, Some(round.id))
+                    .await?;
             }
             CrownDecision::Crown { winner, cause, .. } => {
                 let winner_id = winner.submission.to_string();
-                if !round.contestants.iter().any(|c| c.submission_id == winner_id) {
+                if !round
+                    .contestants
+                    .iter()
+                    .any(|c| c.submission_id == winner_id)
+                {
                     return Err(StoreError::Corrupt(format!(
                         "crowned {winner_id} is not a contestant of round {}",
                         round.id
@@ -398,8 +421,16 @@ impl WriteTx {
                 .bind(round.id)
                 .execute(&mut *self.tx)
                 .await?;
-                self.history("crowned", &winner_id, winner.uid, Some(winner.score), block_i, Some(round.id), cause.code())
-                    .await?;
+                self.history(
+                    "crowned",
+                    &winner_id,
+                    winner.uid,
+                    Some(winner.score),
+                    block_i,
+                    Some(round.id),
+                    cause.code(),
+                )
+                .await?;
             }
         }
         Ok(())
@@ -415,9 +446,19 @@ impl WriteTx {
         let Some(king) = read::king(&mut *self.tx).await? else {
             return Ok(None);
         };
-        sqlx::query("DELETE FROM king").execute(&mut *self.tx).await?;
-        self.history("dethroned", &king.submission_id, king.uid, Some(king.score), to_i64(block, "block")?, round_id, cause.code())
+        sqlx::query("DELETE FROM king")
+            .execute(&mut *self.tx)
             .await?;
+        self.history(
+            "dethroned",
+            &king.submission_id,
+            king.uid,
+            Some(king.score),
+            to_i64(block, "block")?,
+            round_id,
+            cause.code(),
+        )
+        .await?;
         let id = king
             .submission_id
             .parse()
@@ -462,7 +503,7 @@ impl WriteTx {
         reason: InfraReason,
         max_attempts: u32,
     ) -> Result<ApplyOutcome> {
-        let round = read::round(&mut *self.tx, round_id)
+        let round = read::round(&mut self.tx, round_id)
             .await?
             .ok_or(StoreError::UnknownRound(round_id))?;
         if round.state != RoundState::Open {
@@ -483,12 +524,14 @@ impl WriteTx {
         .bind(round_id)
         .execute(&mut *self.tx)
         .await?;
-        sqlx::query("UPDATE rounds SET state = 'void', void_reason = ?, closed_at = ? WHERE id = ?")
-            .bind(reason.code())
-            .bind(now)
-            .bind(round_id)
-            .execute(&mut *self.tx)
-            .await?;
+        sqlx::query(
+            "UPDATE rounds SET state = 'void', void_reason = ?, closed_at = ? WHERE id = ?",
+        )
+        .bind(reason.code())
+        .bind(now)
+        .bind(round_id)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(ApplyOutcome::Applied)
     }
 

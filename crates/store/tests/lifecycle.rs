@@ -1,6 +1,8 @@
 //! The SPEC §4 lifecycle on a real SQLite file: intake, rounds, verdicts applied exactly
 //! once, infrastructure requeues with a cap, the king and its history, atomicity.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use std::path::Path;
 
 use cacheon_core::{
@@ -30,7 +32,9 @@ fn obs(hotkey: &str, block: u64, uid: Option<u16>, raw: Vec<u8>) -> ObservedComm
 }
 
 async fn open(dir: &Path) -> Store {
-    Store::open(&dir.join("cacheon.db")).await.expect("open store")
+    Store::open(&dir.join("cacheon.db"))
+        .await
+        .expect("open store")
 }
 
 async fn record(store: &Store, o: ObservedCommitment) -> Recorded {
@@ -41,7 +45,11 @@ async fn record(store: &Store, o: ObservedCommitment) -> Recorded {
 }
 
 async fn state_of(store: &Store, id: &str) -> (SubmissionState, Option<String>) {
-    let row = store.submission(id).await.unwrap().expect("submission exists");
+    let row = store
+        .submission(id)
+        .await
+        .unwrap()
+        .expect("submission exists");
     (row.state, row.reason)
 }
 
@@ -65,7 +73,10 @@ async fn open_round(store: &Store, max: u32) -> Option<cacheon_store::RoundRow> 
 /// Everything observable, for before/after comparisons.
 async fn snapshot(store: &Store) -> String {
     let subs = store
-        .submissions(&SubmissionFilter { limit: Some(10_000), ..Default::default() })
+        .submissions(&SubmissionFilter {
+            limit: Some(10_000),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let mut rounds = Vec::new();
@@ -82,11 +93,20 @@ async fn snapshot(store: &Store) -> String {
 
 fn contender(id: &str, uid: u16, score: f64) -> Contender {
     let sid: SubmissionId = id.parse().unwrap();
-    Contender { commit_block: sid.commit_block, submission: sid, uid, passed: true, score }
+    Contender {
+        commit_block: sid.commit_block,
+        submission: sid,
+        uid,
+        passed: true,
+        score,
+    }
 }
 
 fn scored(id: &str, score: f64) -> ContestantVerdict {
-    ContestantVerdict { submission: id.parse().unwrap(), outcome: VerdictOutcome::Scored { score } }
+    ContestantVerdict {
+        submission: id.parse().unwrap(),
+        outcome: VerdictOutcome::Scored { score },
+    }
 }
 
 #[tokio::test]
@@ -94,43 +114,125 @@ async fn intake_records_every_commitment_once_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
 
-    let first = record(&store, obs("Alice", 10, Some(1), commitment("ghcr.io/a/x:v1", 1))).await;
-    assert_eq!(first, Recorded::New { state: SubmissionState::Pending, reason: None });
+    let first = record(
+        &store,
+        obs("Alice", 10, Some(1), commitment("ghcr.io/a/x:v1", 1)),
+    )
+    .await;
+    assert_eq!(
+        first,
+        Recorded::New {
+            state: SubmissionState::Pending,
+            reason: None
+        }
+    );
     // Seen again on the next scan: nothing changes.
     let before = snapshot(&store).await;
-    assert_eq!(record(&store, obs("Alice", 10, Some(1), commitment("ghcr.io/a/x:v1", 1))).await, Recorded::Known);
+    assert_eq!(
+        record(
+            &store,
+            obs("Alice", 10, Some(1), commitment("ghcr.io/a/x:v1", 1))
+        )
+        .await,
+        Recorded::Known
+    );
     assert_eq!(snapshot(&store).await, before);
 
     record(&store, obs("Bob", 11, Some(2), b"0xnothex".to_vec())).await;
-    assert_eq!(state_of(&store, "Bob:11").await, (SubmissionState::Rejected, Some("malformed:bad_hex".into())));
+    assert_eq!(
+        state_of(&store, "Bob:11").await,
+        (SubmissionState::Rejected, Some("malformed:bad_hex".into()))
+    );
 
     record(&store, obs("Carol", 12, None, commitment("ghcr.io/c/x", 3))).await;
-    assert_eq!(state_of(&store, "Carol:12").await, (SubmissionState::Rejected, Some("not_registered".into())));
+    assert_eq!(
+        state_of(&store, "Carol:12").await,
+        (SubmissionState::Rejected, Some("not_registered".into()))
+    );
 
     // Copying Alice's digest under another hotkey is rejected, pointing at the original.
-    record(&store, obs("Mallory", 13, Some(4), commitment("ghcr.io/m/copy", 1))).await;
-    assert_eq!(state_of(&store, "Mallory:13").await, (SubmissionState::Rejected, Some("duplicate_of:Alice:10".into())));
+    record(
+        &store,
+        obs("Mallory", 13, Some(4), commitment("ghcr.io/m/copy", 1)),
+    )
+    .await;
+    assert_eq!(
+        state_of(&store, "Mallory:13").await,
+        (
+            SubmissionState::Rejected,
+            Some("duplicate_of:Alice:10".into())
+        )
+    );
 
     // Latest commitment per hotkey wins.
-    record(&store, obs("Alice", 20, Some(1), commitment("ghcr.io/a/x:v2", 5))).await;
-    assert_eq!(state_of(&store, "Alice:10").await, (SubmissionState::Withdrawn, Some("superseded_by:Alice:20".into())));
-    assert_eq!(state_of(&store, "Alice:20").await.0, SubmissionState::Pending);
+    record(
+        &store,
+        obs("Alice", 20, Some(1), commitment("ghcr.io/a/x:v2", 5)),
+    )
+    .await;
+    assert_eq!(
+        state_of(&store, "Alice:10").await,
+        (
+            SubmissionState::Withdrawn,
+            Some("superseded_by:Alice:20".into())
+        )
+    );
+    assert_eq!(
+        state_of(&store, "Alice:20").await.0,
+        SubmissionState::Pending
+    );
     // An older one seen late is born superseded.
-    record(&store, obs("Alice", 15, Some(1), commitment("ghcr.io/a/x:v15", 6))).await;
-    assert_eq!(state_of(&store, "Alice:15").await, (SubmissionState::Withdrawn, Some("superseded_by:Alice:20".into())));
+    record(
+        &store,
+        obs("Alice", 15, Some(1), commitment("ghcr.io/a/x:v15", 6)),
+    )
+    .await;
+    assert_eq!(
+        state_of(&store, "Alice:15").await,
+        (
+            SubmissionState::Withdrawn,
+            Some("superseded_by:Alice:20".into())
+        )
+    );
 
     // An original seen after its copy turns the pending copy into a duplicate.
-    record(&store, obs("Copier", 31, Some(7), commitment("ghcr.io/x/y", 9))).await;
-    record(&store, obs("Author", 30, Some(8), commitment("ghcr.io/x/z", 9))).await;
-    assert_eq!(state_of(&store, "Copier:31").await, (SubmissionState::Rejected, Some("duplicate_of:Author:30".into())));
-    assert_eq!(state_of(&store, "Author:30").await.0, SubmissionState::Pending);
+    record(
+        &store,
+        obs("Copier", 31, Some(7), commitment("ghcr.io/x/y", 9)),
+    )
+    .await;
+    record(
+        &store,
+        obs("Author", 30, Some(8), commitment("ghcr.io/x/z", 9)),
+    )
+    .await;
+    assert_eq!(
+        state_of(&store, "Copier:31").await,
+        (
+            SubmissionState::Rejected,
+            Some("duplicate_of:Author:30".into())
+        )
+    );
+    assert_eq!(
+        state_of(&store, "Author:30").await.0,
+        SubmissionState::Pending
+    );
 
     let rejected = store
-        .submissions(&SubmissionFilter { state: Some(SubmissionState::Rejected), ..Default::default() })
+        .submissions(&SubmissionFilter {
+            state: Some(SubmissionState::Rejected),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(rejected.len(), 4);
-    let by_uid = store.submissions(&SubmissionFilter { uid: Some(1), ..Default::default() }).await.unwrap();
+    let by_uid = store
+        .submissions(&SubmissionFilter {
+            uid: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(by_uid.len(), 3);
 }
 
@@ -139,26 +241,52 @@ async fn rounds_take_the_oldest_pending_and_the_king_first() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     for (i, hk) in ["A", "B", "C"].iter().enumerate() {
-        record(&store, obs(hk, 100 - i as u64, Some(i as u16), commitment("r/x", i as u8))).await;
+        record(
+            &store,
+            obs(
+                hk,
+                100 - i as u64,
+                Some(i as u16),
+                commitment("r/x", i as u8),
+            ),
+        )
+        .await;
     }
     let round = open_round(&store, 2).await.expect("round opens");
-    let ids: Vec<_> = round.contestants.iter().map(|c| c.submission_id.as_str()).collect();
+    let ids: Vec<_> = round
+        .contestants
+        .iter()
+        .map(|c| c.submission_id.as_str())
+        .collect();
     assert_eq!(ids, ["C:98", "B:99"]);
     // Only one round may be open at a time (max_open_rounds = 1).
     assert!(open_round(&store, 2).await.is_none());
     assert_eq!(state_of(&store, "A:100").await.0, SubmissionState::Pending);
 
-    let decision = CrownDecision::Crown { winner: contender("C:98", 2, 0.3), cause: CrownCause::Vacant, dethroned: None };
+    let decision = CrownDecision::Crown {
+        winner: contender("C:98", 2, 0.3),
+        cause: CrownCause::Vacant,
+        dethroned: None,
+    };
     let mut tx = store.write().await.unwrap();
     let out = tx
-        .apply_round(round.id, &[scored("C:98", 0.3), scored("B:99", 0.1)], &decision, 500)
+        .apply_round(
+            round.id,
+            &[scored("C:98", 0.3), scored("B:99", 0.1)],
+            &decision,
+            500,
+        )
         .await
         .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(out, ApplyOutcome::Applied);
 
     let next = open_round(&store, 8).await.expect("second round");
-    let roles: Vec<_> = next.contestants.iter().map(|c| (c.submission_id.as_str(), c.role.code())).collect();
+    let roles: Vec<_> = next
+        .contestants
+        .iter()
+        .map(|c| (c.submission_id.as_str(), c.role.code()))
+        .collect();
     assert_eq!(roles, [("C:98", "king"), ("A:100", "challenger")]);
 }
 
@@ -171,32 +299,56 @@ async fn applying_the_same_verdicts_twice_changes_nothing_the_second_time() {
     let round = open_round(&store, 8).await.unwrap();
     let verdicts = [
         scored("A:1", 0.4),
-        ContestantVerdict { submission: "B:2".parse().unwrap(), outcome: VerdictOutcome::Disqualified(DisqualifyReason::GateFailed) },
+        ContestantVerdict {
+            submission: "B:2".parse().unwrap(),
+            outcome: VerdictOutcome::Disqualified(DisqualifyReason::GateFailed),
+        },
     ];
-    let decision = CrownDecision::Crown { winner: contender("A:1", 3, 0.4), cause: CrownCause::Vacant, dethroned: None };
+    let decision = CrownDecision::Crown {
+        winner: contender("A:1", 3, 0.4),
+        cause: CrownCause::Vacant,
+        dethroned: None,
+    };
 
     let mut tx = store.write().await.unwrap();
-    assert_eq!(tx.apply_round(round.id, &verdicts, &decision, 50).await.unwrap(), ApplyOutcome::Applied);
+    assert_eq!(
+        tx.apply_round(round.id, &verdicts, &decision, 50)
+            .await
+            .unwrap(),
+        ApplyOutcome::Applied
+    );
     tx.commit().await.unwrap();
     let after_first = snapshot(&store).await;
 
     let mut tx = store.write().await.unwrap();
-    let again = tx.apply_round(round.id, &verdicts, &decision, 60).await.unwrap();
+    let again = tx
+        .apply_round(round.id, &verdicts, &decision, 60)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(again, ApplyOutcome::AlreadyClosed(RoundState::Completed));
     assert_eq!(snapshot(&store).await, after_first);
 
     // A void arriving late for the same round is a no-op too.
     let mut tx = store.write().await.unwrap();
-    let late = tx.void_round(round.id, InfraReason::PodLost, 3).await.unwrap();
+    let late = tx
+        .void_round(round.id, InfraReason::PodLost, 3)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(late, ApplyOutcome::AlreadyClosed(RoundState::Completed));
     assert_eq!(snapshot(&store).await, after_first);
 
     assert_eq!(state_of(&store, "A:1").await.0, SubmissionState::Scored);
-    assert_eq!(state_of(&store, "B:2").await, (SubmissionState::Disqualified, Some("gate_failed".into())));
+    assert_eq!(
+        state_of(&store, "B:2").await,
+        (SubmissionState::Disqualified, Some("gate_failed".into()))
+    );
     let king = store.king().await.unwrap().unwrap();
-    assert_eq!((king.submission_id.as_str(), king.uid, king.crowned_at_block), ("A:1", 3, 50));
+    assert_eq!(
+        (king.submission_id.as_str(), king.uid, king.crowned_at_block),
+        ("A:1", 3, 50)
+    );
     assert_eq!(store.king_history(10).await.unwrap().len(), 1);
 }
 
@@ -209,8 +361,13 @@ async fn a_round_without_every_verdict_is_refused_whole() {
     let round = open_round(&store, 8).await.unwrap();
     let before = snapshot(&store).await;
     let mut tx = store.write().await.unwrap();
-    let err = tx.apply_round(round.id, &[scored("A:1", 0.4)], &CrownDecision::NoKing, 5).await;
-    assert!(matches!(err, Err(StoreError::MissingVerdict { .. })), "{err:?}");
+    let err = tx
+        .apply_round(round.id, &[scored("A:1", 0.4)], &CrownDecision::NoKing, 5)
+        .await;
+    assert!(
+        matches!(err, Err(StoreError::MissingVerdict { .. })),
+        "{err:?}"
+    );
     drop(tx);
     assert_eq!(snapshot(&store).await, before);
 }
@@ -224,9 +381,17 @@ async fn a_transaction_dropped_before_commit_leaves_the_previous_state() {
     let before = snapshot(&store).await;
 
     let mut tx = store.write().await.unwrap();
-    let decision = CrownDecision::Crown { winner: contender("A:1", 3, 0.4), cause: CrownCause::Vacant, dethroned: None };
-    tx.apply_round(round.id, &[scored("A:1", 0.4)], &decision, 9).await.unwrap();
-    tx.record_commitment(&obs("Z", 5, Some(9), commitment("r/z", 7))).await.unwrap();
+    let decision = CrownDecision::Crown {
+        winner: contender("A:1", 3, 0.4),
+        cause: CrownCause::Vacant,
+        dethroned: None,
+    };
+    tx.apply_round(round.id, &[scored("A:1", 0.4)], &decision, 9)
+        .await
+        .unwrap();
+    tx.record_commitment(&obs("Z", 5, Some(9), commitment("r/z", 7)))
+        .await
+        .unwrap();
     // A concurrent reader sees the committed state while the writer is mid-way (WAL).
     assert_eq!(snapshot(&store).await, before);
     drop(tx); // the connection goes back without COMMIT: rolled back
@@ -241,12 +406,20 @@ async fn a_transaction_dropped_before_commit_leaves_the_previous_state() {
 /// It runs only when the parent sets CACHEON_CRASH_DB.
 #[tokio::test]
 async fn crash_child() {
-    let Ok(db) = std::env::var("CACHEON_CRASH_DB") else { return };
+    let Ok(db) = std::env::var("CACHEON_CRASH_DB") else {
+        return;
+    };
     let store = Store::open(Path::new(&db)).await.unwrap();
     let round = store.open_rounds().await.unwrap().remove(0);
     let mut tx = store.write().await.unwrap();
-    let decision = CrownDecision::Crown { winner: contender("A:1", 3, 0.4), cause: CrownCause::Vacant, dethroned: None };
-    tx.apply_round(round.id, &[scored("A:1", 0.4)], &decision, 9).await.unwrap();
+    let decision = CrownDecision::Crown {
+        winner: contender("A:1", 3, 0.4),
+        cause: CrownCause::Vacant,
+        dethroned: None,
+    };
+    tx.apply_round(round.id, &[scored("A:1", 0.4)], &decision, 9)
+        .await
+        .unwrap();
     println!("IN-TRANSACTION");
     // Wait to be killed: the parent closes nothing, it sends SIGKILL.
     let mut line = String::new();
@@ -285,8 +458,17 @@ async fn a_process_killed_mid_transaction_loses_nothing_and_applies_nothing() {
     // And the interrupted work can simply be done again.
     let round = store.open_rounds().await.unwrap().remove(0);
     let mut tx = store.write().await.unwrap();
-    let decision = CrownDecision::Crown { winner: contender("A:1", 3, 0.4), cause: CrownCause::Vacant, dethroned: None };
-    assert_eq!(tx.apply_round(round.id, &[scored("A:1", 0.4)], &decision, 9).await.unwrap(), ApplyOutcome::Applied);
+    let decision = CrownDecision::Crown {
+        winner: contender("A:1", 3, 0.4),
+        cause: CrownCause::Vacant,
+        dethroned: None,
+    };
+    assert_eq!(
+        tx.apply_round(round.id, &[scored("A:1", 0.4)], &decision, 9)
+            .await
+            .unwrap(),
+        ApplyOutcome::Applied
+    );
     tx.commit().await.unwrap();
     assert_eq!(store.king().await.unwrap().unwrap().submission_id, "A:1");
 }
@@ -297,17 +479,40 @@ async fn infrastructure_failures_requeue_until_the_cap_then_need_an_operator() {
     let store = open(dir.path()).await;
     record(&store, obs("A", 1, Some(3), commitment("r/a", 1))).await;
     for attempt in 1..=3 {
-        let round = open_round(&store, 8).await.expect("requeued submission opens a round");
+        let round = open_round(&store, 8)
+            .await
+            .expect("requeued submission opens a round");
         let mut tx = store.write().await.unwrap();
-        assert_eq!(tx.void_round(round.id, InfraReason::PodLost, 3).await.unwrap(), ApplyOutcome::Applied);
+        assert_eq!(
+            tx.void_round(round.id, InfraReason::PodLost, 3)
+                .await
+                .unwrap(),
+            ApplyOutcome::Applied
+        );
         tx.commit().await.unwrap();
         let row = store.submission("A:1").await.unwrap().unwrap();
         assert_eq!(row.infra_attempts, attempt);
-        let want = if attempt < 3 { SubmissionState::Pending } else { SubmissionState::FailedInfra };
+        let want = if attempt < 3 {
+            SubmissionState::Pending
+        } else {
+            SubmissionState::FailedInfra
+        };
         assert_eq!(row.state, want, "attempt {attempt}");
-        assert_eq!(store.round(round.id).await.unwrap().unwrap().void_reason.as_deref(), Some("pod_lost"));
+        assert_eq!(
+            store
+                .round(round.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .void_reason
+                .as_deref(),
+            Some("pod_lost")
+        );
     }
-    assert_eq!(state_of(&store, "A:1").await, (SubmissionState::FailedInfra, Some("pod_lost".into())));
+    assert_eq!(
+        state_of(&store, "A:1").await,
+        (SubmissionState::FailedInfra, Some("pod_lost".into()))
+    );
     // Never disqualified: infrastructure is not the miner's fault.
     assert!(open_round(&store, 8).await.is_none());
 
@@ -316,11 +521,20 @@ async fn infrastructure_failures_requeue_until_the_cap_then_need_an_operator() {
     tx.requeue(&id).await.unwrap();
     tx.commit().await.unwrap();
     let row = store.submission("A:1").await.unwrap().unwrap();
-    assert_eq!((row.state, row.infra_attempts), (SubmissionState::Pending, 0));
+    assert_eq!(
+        (row.state, row.infra_attempts),
+        (SubmissionState::Pending, 0)
+    );
 
     let mut tx = store.write().await.unwrap();
-    assert!(matches!(tx.requeue(&id).await, Err(StoreError::WrongState { .. })));
-    assert!(matches!(tx.requeue(&"Nobody:1".parse().unwrap()).await, Err(StoreError::UnknownSubmission(_))));
+    assert!(matches!(
+        tx.requeue(&id).await,
+        Err(StoreError::WrongState { .. })
+    ));
+    assert!(matches!(
+        tx.requeue(&"Nobody:1".parse().unwrap()).await,
+        Err(StoreError::UnknownSubmission(_))
+    ));
 }
 
 #[tokio::test]
@@ -329,39 +543,81 @@ async fn the_king_is_defended_beaten_and_vacated_with_history() {
     let store = open(dir.path()).await;
     record(&store, obs("K", 1, Some(1), commitment("r/k", 1))).await;
     let r1 = open_round(&store, 8).await.unwrap();
-    let crown_k = CrownDecision::Crown { winner: contender("K:1", 1, 0.2), cause: CrownCause::Vacant, dethroned: None };
+    let crown_k = CrownDecision::Crown {
+        winner: contender("K:1", 1, 0.2),
+        cause: CrownCause::Vacant,
+        dethroned: None,
+    };
     let mut tx = store.write().await.unwrap();
-    tx.apply_round(r1.id, &[scored("K:1", 0.2)], &crown_k, 100).await.unwrap();
+    tx.apply_round(r1.id, &[scored("K:1", 0.2)], &crown_k, 100)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 
     record(&store, obs("C", 2, Some(2), commitment("r/c", 2))).await;
     let r2 = open_round(&store, 8).await.unwrap();
     let mut tx = store.write().await.unwrap();
-    tx.apply_round(r2.id, &[scored("K:1", 0.25), scored("C:2", 0.251)], &CrownDecision::Keep { fresh_score: 0.25 }, 200)
-        .await
-        .unwrap();
+    tx.apply_round(
+        r2.id,
+        &[scored("K:1", 0.25), scored("C:2", 0.251)],
+        &CrownDecision::Keep { fresh_score: 0.25 },
+        200,
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     let king = store.king().await.unwrap().unwrap();
-    assert_eq!((king.submission_id.as_str(), king.score, king.crowned_at_block), ("K:1", 0.25, 100));
+    assert_eq!(
+        (
+            king.submission_id.as_str(),
+            king.score,
+            king.crowned_at_block
+        ),
+        ("K:1", 0.25, 100)
+    );
 
     record(&store, obs("D", 3, Some(5), commitment("r/d", 3))).await;
     let r3 = open_round(&store, 8).await.unwrap();
-    let beat = CrownDecision::Crown { winner: contender("D:3", 5, 0.5), cause: CrownCause::BeatKing, dethroned: Some("K:1".parse().unwrap()) };
+    let beat = CrownDecision::Crown {
+        winner: contender("D:3", 5, 0.5),
+        cause: CrownCause::BeatKing,
+        dethroned: Some("K:1".parse().unwrap()),
+    };
     let mut tx = store.write().await.unwrap();
-    tx.apply_round(r3.id, &[scored("K:1", 0.24), scored("D:3", 0.5)], &beat, 300).await.unwrap();
+    tx.apply_round(
+        r3.id,
+        &[scored("K:1", 0.24), scored("D:3", 0.5)],
+        &beat,
+        300,
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(store.king().await.unwrap().unwrap().submission_id, "D:3");
 
     record(&store, obs("E", 4, Some(6), commitment("r/e", 4))).await;
     let r4 = open_round(&store, 8).await.unwrap();
-    let dq = |id: &str| ContestantVerdict { submission: id.parse().unwrap(), outcome: VerdictOutcome::Disqualified(DisqualifyReason::Crashed) };
+    let dq = |id: &str| ContestantVerdict {
+        submission: id.parse().unwrap(),
+        outcome: VerdictOutcome::Disqualified(DisqualifyReason::Crashed),
+    };
     let mut tx = store.write().await.unwrap();
-    tx.apply_round(r4.id, &[dq("D:3"), dq("E:4")], &CrownDecision::Vacate { dethroned: "D:3".parse().unwrap() }, 400)
-        .await
-        .unwrap();
+    tx.apply_round(
+        r4.id,
+        &[dq("D:3"), dq("E:4")],
+        &CrownDecision::Vacate {
+            dethroned: "D:3".parse().unwrap(),
+        },
+        400,
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     assert!(store.king().await.unwrap().is_none());
-    assert_eq!(state_of(&store, "D:3").await, (SubmissionState::Disqualified, Some("crashed".into())));
+    assert_eq!(
+        state_of(&store, "D:3").await,
+        (SubmissionState::Disqualified, Some("crashed".into()))
+    );
 
     let events: Vec<_> = store
         .king_history(10)
@@ -389,10 +645,15 @@ async fn a_crowned_winner_must_be_a_contestant() {
     let store = open(dir.path()).await;
     record(&store, obs("A", 1, Some(3), commitment("r/a", 1))).await;
     let round = open_round(&store, 8).await.unwrap();
-    let stranger = CrownDecision::Crown { winner: contender("X:9", 9, 1.0), cause: CrownCause::Vacant, dethroned: None };
+    let stranger = CrownDecision::Crown {
+        winner: contender("X:9", 9, 1.0),
+        cause: CrownCause::Vacant,
+        dethroned: None,
+    };
     let mut tx = store.write().await.unwrap();
     assert!(matches!(
-        tx.apply_round(round.id, &[scored("A:1", 0.4)], &stranger, 9).await,
+        tx.apply_round(round.id, &[scored("A:1", 0.4)], &stranger, 9)
+            .await,
         Err(StoreError::Corrupt(_))
     ));
 }

@@ -276,7 +276,13 @@ pub fn generate(
     ] {
         let longs = (n as f64 * shape.long_fraction).round() as usize;
         let mut kinds: Vec<PromptKind> = (0..n)
-            .map(|i| if i < longs { PromptKind::Long } else { PromptKind::Short })
+            .map(|i| {
+                if i < longs {
+                    PromptKind::Long
+                } else {
+                    PromptKind::Short
+                }
+            })
             .collect();
         rng.shuffle(&mut kinds);
         for kind in kinds {
@@ -331,7 +337,11 @@ mod tests {
         let text: String = (0..400)
             .map(|i| format!("Paragraph {i} says something about caching and tokens.\n\n"))
             .collect();
-        Corpus::new(vec![("a.txt".into(), text), ("b.txt".into(), "Short.\n".into())]).unwrap()
+        Corpus::new(vec![
+            ("a.txt".into(), text),
+            ("b.txt".into(), "Short.\n".into()),
+        ])
+        .unwrap()
     }
 
     fn templates() -> Templates {

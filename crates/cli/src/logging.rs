@@ -1,0 +1,19 @@
+//! Tracing set-up: human-readable or JSON lines on stderr, filtered by `--log`.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::args::LogFormat;
+
+pub fn init(format: LogFormat, filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("warning: invalid --log filter `{filter}` ({e}); using `info`");
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -1,0 +1,158 @@
+//! The `cacheon` binary as an operator runs it.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const SEED_A: &str = "0x5f1c3a9e0b7d24f68e1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f70";
+const SEED_B: &str = "0x5f1c3a9e0b7d24f68e1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f71";
+
+fn cacheon(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cacheon"))
+        .args(args)
+        .env_remove("CACHEON_CORPUS_DIR")
+        .env_remove("CACHEON_TEMPLATES")
+        .output()
+        .expect("run cacheon")
+}
+
+fn ok(args: &[&str]) -> Vec<u8> {
+    let out = cacheon(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn repo_corpus() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../prompts/corpus")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn prompts_are_byte_identical_for_a_seed_and_differ_for_another() {
+    let a1 = ok(&["prompts", "--seed", SEED_A]);
+    let a2 = ok(&["prompts", "--seed", SEED_A]);
+    let b = ok(&["prompts", "--seed", SEED_B]);
+    assert_eq!(a1, a2);
+    assert_ne!(a1, b);
+    assert!(a1.len() > 100_000, "a round carries long-context prompts");
+}
+
+#[test]
+fn json_output_is_the_whole_prompt_set() {
+    let v: serde_json::Value =
+        serde_json::from_slice(&ok(&["prompts", "--seed", SEED_A, "--json"])).unwrap();
+    let prompts = v["prompts"].as_array().unwrap();
+    assert_eq!(prompts.len(), 2 + 16 + 64);
+    assert_eq!(v["seed_block_hash"], SEED_A);
+    assert_eq!(v["prompt_set_hash"].as_str().unwrap().len(), 64);
+    let long = prompts.iter().filter(|p| p["kind"] == "long").count();
+    assert!(long > 0 && long < prompts.len());
+}
+
+#[test]
+fn the_repository_corpus_directory_gives_the_bundled_prompts() {
+    let bundled = ok(&["prompts", "--seed", SEED_A, "--stats"]);
+    let from_dir = ok(&[
+        "prompts",
+        "--seed",
+        SEED_A,
+        "--stats",
+        "--corpus-dir",
+        &repo_corpus(),
+    ]);
+    assert_eq!(bundled, from_dir);
+}
+
+#[test]
+fn another_corpus_changes_the_prompts_and_their_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("one.txt"),
+        "Alpha paragraph.\n\nBeta paragraph.\n",
+    )
+    .unwrap();
+    let own = ok(&[
+        "prompts",
+        "--seed",
+        SEED_A,
+        "--stats",
+        "--corpus-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_ne!(own, ok(&["prompts", "--seed", SEED_A, "--stats"]));
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    for (args, needle) in [
+        (vec!["prompts", "--seed", "0x1234"], "64 hex digits"),
+        (
+            vec![
+                "prompts",
+                "--seed",
+                SEED_A,
+                "--corpus-dir",
+                "/nonexistent/corpus",
+            ],
+            "reading corpus",
+        ),
+        (
+            vec![
+                "prompts",
+                "--seed",
+                SEED_A,
+                "--templates",
+                "/nonexistent.json",
+            ],
+            "reading templates",
+        ),
+        (
+            vec!["--log-format", "xml", "prompts", "--seed", SEED_A],
+            "invalid value 'xml'",
+        ),
+    ] {
+        let out = cacheon(&args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let empty = tempfile::tempdir().unwrap();
+    let out = cacheon(&[
+        "prompts",
+        "--seed",
+        SEED_A,
+        "--corpus-dir",
+        empty.path().to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no *.txt documents"));
+}
+
+#[test]
+fn db_migrate_creates_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state").join("..").join("v.db");
+    let db = db.to_str().unwrap();
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    for _ in 0..2 {
+        let out = String::from_utf8(ok(&["db", "migrate", "--database", db])).unwrap();
+        assert!(out.contains("schema 1"), "{out}");
+    }
+    assert!(Path::new(db).exists());
+    let out = Command::new(env!("CARGO_BIN_EXE_cacheon"))
+        .args(["--log-format", "json", "db", "migrate"])
+        .env("CACHEON_DATABASE", dir.path().join("env.db"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        dir.path().join("env.db").exists(),
+        "CACHEON_DATABASE is honoured"
+    );
+}
