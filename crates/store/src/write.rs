@@ -283,6 +283,18 @@ impl WriteTx {
         read::round(&mut self.tx, round_id).await
     }
 
+    /// The round if it is still open, otherwise how it was closed (the exactly-once guard
+    /// of `apply_round` and `void_round`).
+    async fn still_open(&mut self, round_id: i64) -> Result<Result<RoundRow, ApplyOutcome>> {
+        let round = read::round(&mut self.tx, round_id)
+            .await?
+            .ok_or(StoreError::UnknownRound(round_id))?;
+        Ok(match round.state {
+            RoundState::Open => Ok(round),
+            closed => Err(ApplyOutcome::AlreadyClosed(closed)),
+        })
+    }
+
     /// Applies a finished round's verdicts and crown decision, exactly once.
     pub async fn apply_round(
         &mut self,
@@ -291,12 +303,10 @@ impl WriteTx {
         decision: &CrownDecision,
         block: u64,
     ) -> Result<ApplyOutcome> {
-        let round = read::round(&mut self.tx, round_id)
-            .await?
-            .ok_or(StoreError::UnknownRound(round_id))?;
-        if round.state != RoundState::Open {
-            return Ok(ApplyOutcome::AlreadyClosed(round.state));
-        }
+        let round = match self.still_open(round_id).await? {
+            Ok(round) => round,
+            Err(closed) => return Ok(closed),
+        };
         let now = now_unix();
         for c in &round.contestants {
             let verdict = verdicts
@@ -503,12 +513,10 @@ impl WriteTx {
         reason: InfraReason,
         max_attempts: u32,
     ) -> Result<ApplyOutcome> {
-        let round = read::round(&mut self.tx, round_id)
-            .await?
-            .ok_or(StoreError::UnknownRound(round_id))?;
-        if round.state != RoundState::Open {
-            return Ok(ApplyOutcome::AlreadyClosed(round.state));
-        }
+        let round = match self.still_open(round_id).await? {
+            Ok(round) => round,
+            Err(closed) => return Ok(closed),
+        };
         let now = now_unix();
         sqlx::query(
             "UPDATE submissions SET \

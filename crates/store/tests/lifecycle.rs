@@ -91,6 +91,32 @@ async fn snapshot(store: &Store) -> String {
     )
 }
 
+/// Applies a round in its own committed transaction.
+async fn apply(
+    store: &Store,
+    round_id: i64,
+    verdicts: &[ContestantVerdict],
+    decision: &CrownDecision,
+    block: u64,
+) -> ApplyOutcome {
+    let mut tx = store.write().await.unwrap();
+    let out = tx
+        .apply_round(round_id, verdicts, decision, block)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    out
+}
+
+/// The decision that crowns `id` on an empty throne.
+fn crown_vacant(id: &str, uid: u16, score: f64) -> CrownDecision {
+    CrownDecision::Crown {
+        winner: contender(id, uid, score),
+        cause: CrownCause::Vacant,
+        dethroned: None,
+    }
+}
+
 fn contender(id: &str, uid: u16, score: f64) -> Contender {
     let sid: SubmissionId = id.parse().unwrap();
     Contender {
@@ -263,11 +289,7 @@ async fn rounds_take_the_oldest_pending_and_the_king_first() {
     assert!(open_round(&store, 2).await.is_none());
     assert_eq!(state_of(&store, "A:100").await.0, SubmissionState::Pending);
 
-    let decision = CrownDecision::Crown {
-        winner: contender("C:98", 2, 0.3),
-        cause: CrownCause::Vacant,
-        dethroned: None,
-    };
+    let decision = crown_vacant("C:98", 2, 0.3);
     let mut tx = store.write().await.unwrap();
     let out = tx
         .apply_round(
@@ -304,20 +326,12 @@ async fn applying_the_same_verdicts_twice_changes_nothing_the_second_time() {
             outcome: VerdictOutcome::Disqualified(DisqualifyReason::GateFailed),
         },
     ];
-    let decision = CrownDecision::Crown {
-        winner: contender("A:1", 3, 0.4),
-        cause: CrownCause::Vacant,
-        dethroned: None,
-    };
+    let decision = crown_vacant("A:1", 3, 0.4);
 
-    let mut tx = store.write().await.unwrap();
     assert_eq!(
-        tx.apply_round(round.id, &verdicts, &decision, 50)
-            .await
-            .unwrap(),
+        apply(&store, round.id, &verdicts, &decision, 50).await,
         ApplyOutcome::Applied
     );
-    tx.commit().await.unwrap();
     let after_first = snapshot(&store).await;
 
     let mut tx = store.write().await.unwrap();
@@ -381,11 +395,7 @@ async fn a_transaction_dropped_before_commit_leaves_the_previous_state() {
     let before = snapshot(&store).await;
 
     let mut tx = store.write().await.unwrap();
-    let decision = CrownDecision::Crown {
-        winner: contender("A:1", 3, 0.4),
-        cause: CrownCause::Vacant,
-        dethroned: None,
-    };
+    let decision = crown_vacant("A:1", 3, 0.4);
     tx.apply_round(round.id, &[scored("A:1", 0.4)], &decision, 9)
         .await
         .unwrap();
@@ -412,11 +422,7 @@ async fn crash_child() {
     let store = Store::open(Path::new(&db)).await.unwrap();
     let round = store.open_rounds().await.unwrap().remove(0);
     let mut tx = store.write().await.unwrap();
-    let decision = CrownDecision::Crown {
-        winner: contender("A:1", 3, 0.4),
-        cause: CrownCause::Vacant,
-        dethroned: None,
-    };
+    let decision = crown_vacant("A:1", 3, 0.4);
     tx.apply_round(round.id, &[scored("A:1", 0.4)], &decision, 9)
         .await
         .unwrap();
@@ -458,11 +464,7 @@ async fn a_process_killed_mid_transaction_loses_nothing_and_applies_nothing() {
     // And the interrupted work can simply be done again.
     let round = store.open_rounds().await.unwrap().remove(0);
     let mut tx = store.write().await.unwrap();
-    let decision = CrownDecision::Crown {
-        winner: contender("A:1", 3, 0.4),
-        cause: CrownCause::Vacant,
-        dethroned: None,
-    };
+    let decision = crown_vacant("A:1", 3, 0.4);
     assert_eq!(
         tx.apply_round(round.id, &[scored("A:1", 0.4)], &decision, 9)
             .await
@@ -543,29 +545,19 @@ async fn the_king_is_defended_beaten_and_vacated_with_history() {
     let store = open(dir.path()).await;
     record(&store, obs("K", 1, Some(1), commitment("r/k", 1))).await;
     let r1 = open_round(&store, 8).await.unwrap();
-    let crown_k = CrownDecision::Crown {
-        winner: contender("K:1", 1, 0.2),
-        cause: CrownCause::Vacant,
-        dethroned: None,
-    };
-    let mut tx = store.write().await.unwrap();
-    tx.apply_round(r1.id, &[scored("K:1", 0.2)], &crown_k, 100)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let crown_k = crown_vacant("K:1", 1, 0.2);
+    apply(&store, r1.id, &[scored("K:1", 0.2)], &crown_k, 100).await;
 
     record(&store, obs("C", 2, Some(2), commitment("r/c", 2))).await;
     let r2 = open_round(&store, 8).await.unwrap();
-    let mut tx = store.write().await.unwrap();
-    tx.apply_round(
+    apply(
+        &store,
         r2.id,
         &[scored("K:1", 0.25), scored("C:2", 0.251)],
         &CrownDecision::Keep { fresh_score: 0.25 },
         200,
     )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    .await;
     let king = store.king().await.unwrap().unwrap();
     assert_eq!(
         (
@@ -583,16 +575,14 @@ async fn the_king_is_defended_beaten_and_vacated_with_history() {
         cause: CrownCause::BeatKing,
         dethroned: Some("K:1".parse().unwrap()),
     };
-    let mut tx = store.write().await.unwrap();
-    tx.apply_round(
+    apply(
+        &store,
         r3.id,
         &[scored("K:1", 0.24), scored("D:3", 0.5)],
         &beat,
         300,
     )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    .await;
     assert_eq!(store.king().await.unwrap().unwrap().submission_id, "D:3");
 
     record(&store, obs("E", 4, Some(6), commitment("r/e", 4))).await;
@@ -601,8 +591,8 @@ async fn the_king_is_defended_beaten_and_vacated_with_history() {
         submission: id.parse().unwrap(),
         outcome: VerdictOutcome::Disqualified(DisqualifyReason::Crashed),
     };
-    let mut tx = store.write().await.unwrap();
-    tx.apply_round(
+    apply(
+        &store,
         r4.id,
         &[dq("D:3"), dq("E:4")],
         &CrownDecision::Vacate {
@@ -610,9 +600,7 @@ async fn the_king_is_defended_beaten_and_vacated_with_history() {
         },
         400,
     )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    .await;
     assert!(store.king().await.unwrap().is_none());
     assert_eq!(
         state_of(&store, "D:3").await,
@@ -645,11 +633,7 @@ async fn a_crowned_winner_must_be_a_contestant() {
     let store = open(dir.path()).await;
     record(&store, obs("A", 1, Some(3), commitment("r/a", 1))).await;
     let round = open_round(&store, 8).await.unwrap();
-    let stranger = CrownDecision::Crown {
-        winner: contender("X:9", 9, 1.0),
-        cause: CrownCause::Vacant,
-        dethroned: None,
-    };
+    let stranger = crown_vacant("X:9", 9, 1.0);
     let mut tx = store.write().await.unwrap();
     assert!(matches!(
         tx.apply_round(round.id, &[scored("A:1", 0.4)], &stranger, 9)
