@@ -513,10 +513,9 @@ impl WriteTx {
         reason: InfraReason,
         max_attempts: u32,
     ) -> Result<ApplyOutcome> {
-        let round = match self.still_open(round_id).await? {
-            Ok(round) => round,
-            Err(closed) => return Ok(closed),
-        };
+        if let Err(closed) = self.still_open(round_id).await? {
+            return Ok(closed);
+        }
         let now = now_unix();
         sqlx::query(
             "UPDATE submissions SET \
