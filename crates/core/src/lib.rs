@@ -37,6 +37,7 @@ macro_rules! coded_enum {
 }
 
 pub mod commitment;
+pub mod gate;
 pub mod king;
 pub mod prompts;
 pub mod reference;

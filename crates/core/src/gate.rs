@@ -1,0 +1,252 @@
+//! The correctness gate (SPEC §10) as a pure function of the evidence the pod collects.
+//!
+//! For every scored request the pod gathers: the contestant's stream (validity, and the
+//! logprobs it claimed), the contestant's text re-tokenised with the baseline's tokenizer and
+//! teacher-forced through the baseline (per position: the baseline's top-k and the logprob
+//! of the contestant's token), and the baseline's own greedy output for the same prompt.
+//! From that alone this module decides, per request and overall, and names every failure.
+//! Timed and checked requests are the same requests: the server cannot tell them apart.
+
+use serde::{Deserialize, Serialize};
+
+/// Token id in the baseline's vocabulary.
+pub type TokenId = u32;
+
+/// Gate thresholds (SPEC §10 defaults; the reasoning is in ARCHITECTURE.md).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GateThresholds {
+    /// A position agrees when the contestant's token is within this many nats of top-1.
+    pub tie_gap: f64,
+    /// Minimum share of agreeing positions per request.
+    pub min_agreement: f64,
+    /// Maximum mean |streamed logprob − teacher-forced logprob| per request.
+    pub logprob_tolerance: f64,
+    /// Minimum output length relative to the baseline's, unless stopped on a legitimate EOS.
+    pub min_length_ratio: f64,
+    /// Share of scored requests that must pass every check.
+    pub min_pass_fraction: f64,
+}
+
+impl Default for GateThresholds {
+    fn default() -> Self {
+        Self {
+            tie_gap: 0.5,
+            min_agreement: 0.97,
+            logprob_tolerance: 0.15,
+            min_length_ratio: 0.9,
+            min_pass_fraction: 0.95,
+        }
+    }
+}
+
+/// The baseline's view of one position of the contestant's output (teacher forcing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForcedPosition {
+    /// The contestant's token at this position.
+    pub token: TokenId,
+    /// Its text, to align with the logprobs the contestant streamed.
+    pub text: String,
+    /// The baseline's logprob of that token.
+    pub logprob: f64,
+    /// The baseline's top-k here, best first.
+    pub top: Vec<(TokenId, f64)>,
+}
+
+/// One logprob entry as the contestant streamed it (OpenAI `logprobs.content[]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamedLogprob {
+    pub text: String,
+    pub logprob: f64,
+}
+
+/// What was wrong with a stream, as the harness found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamFault {
+    HttpStatus,
+    MalformedSse,
+    InvalidJson,
+    InvalidUtf8,
+    ErrorEvent,
+    MissingFinishReason,
+    MissingDone,
+    ByteCapExceeded,
+    DeadlineExceeded,
+    Stalled,
+}
+
+/// Everything the gate looks at for one scored request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestEvidence {
+    pub prompt_index: usize,
+    pub stream_fault: Option<StreamFault>,
+    /// One entry per output token of the contestant (baseline tokenisation).
+    pub forced: Vec<ForcedPosition>,
+    /// `None` when the contestant streamed no logprobs although asked to.
+    pub streamed_logprobs: Option<Vec<StreamedLogprob>>,
+    /// The baseline's own greedy output for this prompt.
+    pub reference: Vec<TokenId>,
+    /// The contestant finished with `finish_reason: "stop"`.
+    pub stopped: bool,
+    /// After the contestant's last token the baseline's top-1 is end-of-sequence.
+    pub baseline_would_stop: bool,
+}
+
+/// Why a request failed; every failed check is reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "check", rename_all = "snake_case")]
+pub enum GateFailure {
+    /// Check 5: the stream itself was invalid.
+    InvalidStream { fault: StreamFault },
+    /// Check 1: too few positions agree with the baseline.
+    LowAgreement {
+        rate: f64,
+        first_disagreement: usize,
+    },
+    /// Check 2: at the first divergence from the greedy reference, the contestant's token
+    /// is not in the baseline's top-k.
+    OffReference { position: usize, token: TokenId },
+    /// Check 3: the streamed logprobs are absent.
+    LogprobsMissing,
+    /// Check 3: streamed logprob entries do not line up with the output tokens.
+    LogprobsMisaligned { streamed: usize, tokens: usize },
+    /// Check 3: streamed logprobs differ from the baseline's.
+    DishonestLogprobs { mean_abs_diff: f64 },
+    /// Check 4: too short without a legitimate end of sequence.
+    TooShort {
+        tokens: usize,
+        baseline_tokens: usize,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestVerdict {
+    pub prompt_index: usize,
+    pub agreement: f64,
+    pub failures: Vec<GateFailure>,
+}
+
+impl RequestVerdict {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// The contestant's overall gate verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateVerdict {
+    pub passed: bool,
+    pub pass_fraction: f64,
+    pub requests: Vec<RequestVerdict>,
+}
+
+/// Checks one request.
+pub fn check_request(t: &GateThresholds, e: &RequestEvidence) -> RequestVerdict {
+    let mut failures = Vec::new();
+    if let Some(fault) = e.stream_fault {
+        failures.push(GateFailure::InvalidStream { fault });
+    }
+
+    // 1. Agreement with the baseline's top-1, near-ties forgiven.
+    let agrees = |p: &ForcedPosition| match p.top.first() {
+        Some(&(best, best_lp)) => {
+            p.token == best || (p.logprob.is_finite() && best_lp - p.logprob <= t.tie_gap)
+        }
+        None => false,
+    };
+    let agreeing = e.forced.iter().filter(|p| agrees(p)).count();
+    let agreement = if e.forced.is_empty() {
+        1.0
+    } else {
+        agreeing as f64 / e.forced.len() as f64
+    };
+    if agreement < t.min_agreement {
+        let first_disagreement = e.forced.iter().position(|p| !agrees(p)).unwrap_or(0);
+        failures.push(GateFailure::LowAgreement {
+            rate: agreement,
+            first_disagreement,
+        });
+    }
+
+    // 2. At the first divergence from the greedy reference, stay inside the top-k.
+    let divergence = e
+        .forced
+        .iter()
+        .zip(&e.reference)
+        .position(|(p, r)| p.token != *r);
+    if let Some(position) = divergence {
+        let p = &e.forced[position];
+        if !p.top.iter().any(|(tok, _)| *tok == p.token) {
+            failures.push(GateFailure::OffReference {
+                position,
+                token: p.token,
+            });
+        }
+    }
+
+    // 3. Honest logprobs.
+    match &e.streamed_logprobs {
+        None if !e.forced.is_empty() => failures.push(GateFailure::LogprobsMissing),
+        None => {}
+        Some(streamed) => {
+            let aligned = streamed.len() == e.forced.len()
+                && streamed
+                    .iter()
+                    .zip(&e.forced)
+                    .all(|(s, f)| s.text == f.text);
+            if !aligned {
+                failures.push(GateFailure::LogprobsMisaligned {
+                    streamed: streamed.len(),
+                    tokens: e.forced.len(),
+                });
+            } else if !streamed.is_empty() {
+                let total: f64 = streamed
+                    .iter()
+                    .zip(&e.forced)
+                    .map(|(s, f)| (s.logprob - f.logprob).abs())
+                    .sum();
+                let mean_abs_diff = total / streamed.len() as f64;
+                // NaN never passes: it is not "within" the tolerance.
+                let within = mean_abs_diff.is_finite() && mean_abs_diff <= t.logprob_tolerance;
+                if !within {
+                    failures.push(GateFailure::DishonestLogprobs { mean_abs_diff });
+                }
+            }
+        }
+    }
+
+    // 4. Length: a legitimate early stop is fine, a truncation is not.
+    let tokens = e.forced.len();
+    let baseline_tokens = e.reference.len();
+    let long_enough = tokens as f64 >= t.min_length_ratio * baseline_tokens as f64;
+    let legitimate_stop = e.stopped && e.baseline_would_stop;
+    if !(long_enough || legitimate_stop) {
+        failures.push(GateFailure::TooShort {
+            tokens,
+            baseline_tokens,
+        });
+    }
+
+    RequestVerdict {
+        prompt_index: e.prompt_index,
+        agreement,
+        failures,
+    }
+}
+
+/// Checks every scored request of a contestant and applies `min_pass_fraction`.
+pub fn judge(t: &GateThresholds, evidence: &[RequestEvidence]) -> GateVerdict {
+    let requests: Vec<RequestVerdict> = evidence.iter().map(|e| check_request(t, e)).collect();
+    let passed_n = requests.iter().filter(|r| r.passed()).count();
+    // No evidence at all is no proof of correctness.
+    let pass_fraction = if requests.is_empty() {
+        0.0
+    } else {
+        passed_n as f64 / requests.len() as f64
+    };
+    GateVerdict {
+        passed: !requests.is_empty() && pass_fraction >= t.min_pass_fraction,
+        pass_fraction,
+        requests,
+    }
+}

@@ -1,0 +1,199 @@
+//! The correctness gate (SPEC §10): honest servers pass despite realistic noise; each way of
+//! cheating or breaking fails with its own reason.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use cacheon_core::gate::{
+    check_request, judge, ForcedPosition, GateFailure, GateThresholds, RequestEvidence,
+    StreamFault, StreamedLogprob,
+};
+
+const N: usize = 200;
+
+/// The baseline's greedy output: token i is `100 + i` with logprob -0.05; runner-up at -0.4.
+fn honest() -> RequestEvidence {
+    let forced: Vec<ForcedPosition> = (0..N as u32)
+        .map(|i| ForcedPosition {
+            token: 100 + i,
+            text: format!("t{}", 100 + i),
+            logprob: -0.05,
+            top: vec![
+                (100 + i, -0.05),
+                (9000 + i, -0.4),
+                (1, -3.0),
+                (2, -4.0),
+                (3, -5.0),
+            ],
+        })
+        .collect();
+    let streamed = forced
+        .iter()
+        .map(|f| StreamedLogprob {
+            text: f.text.clone(),
+            logprob: f.logprob,
+        })
+        .collect();
+    RequestEvidence {
+        prompt_index: 0,
+        stream_fault: None,
+        reference: forced.iter().map(|f| f.token).collect(),
+        forced,
+        streamed_logprobs: Some(streamed),
+        stopped: false,
+        baseline_would_stop: false,
+    }
+}
+
+/// The contestant takes the runner-up (a near tie, 0.35 nats behind) at `positions`.
+fn flip(e: &mut RequestEvidence, positions: impl IntoIterator<Item = usize>) {
+    for i in positions {
+        let (tok, lp) = e.forced[i].top[1];
+        e.forced[i].token = tok;
+        e.forced[i].text = format!("t{tok}");
+        e.forced[i].logprob = lp;
+        if let Some(s) = e.streamed_logprobs.as_mut() {
+            s[i] = StreamedLogprob {
+                text: format!("t{tok}"),
+                logprob: lp,
+            };
+        }
+    }
+}
+
+fn checks(e: &RequestEvidence) -> Vec<&'static str> {
+    check_request(&GateThresholds::default(), e)
+        .failures
+        .iter()
+        .map(|f| match f {
+            GateFailure::InvalidStream { .. } => "invalid_stream",
+            GateFailure::LowAgreement { .. } => "low_agreement",
+            GateFailure::OffReference { .. } => "off_reference",
+            GateFailure::LogprobsMissing => "logprobs_missing",
+            GateFailure::LogprobsMisaligned { .. } => "logprobs_misaligned",
+            GateFailure::DishonestLogprobs { .. } => "dishonest_logprobs",
+            GateFailure::TooShort { .. } => "too_short",
+        })
+        .collect()
+}
+
+#[test]
+fn honest_output_passes() {
+    assert!(checks(&honest()).is_empty());
+}
+
+#[test]
+fn near_tie_flips_at_a_realistic_rate_pass() {
+    // ~2 % of positions resolved the other way, as bf16 kernels on other hardware do.
+    let mut e = honest();
+    flip(&mut e, (7..N).step_by(50));
+    assert!(
+        checks(&e).is_empty(),
+        "{:?}",
+        check_request(&GateThresholds::default(), &e)
+    );
+}
+
+#[test]
+fn small_logprob_jitter_passes_and_large_fails() {
+    let mut e = honest();
+    for (i, s) in e.streamed_logprobs.as_mut().unwrap().iter_mut().enumerate() {
+        s.logprob += if i % 2 == 0 { 0.08 } else { -0.08 };
+    }
+    assert!(checks(&e).is_empty());
+    for s in e.streamed_logprobs.as_mut().unwrap() {
+        s.logprob -= 0.3;
+    }
+    assert_eq!(checks(&e), ["dishonest_logprobs"]);
+}
+
+#[test]
+fn fake_or_missing_logprobs_fail() {
+    // A model claiming certainty the baseline does not share: the baseline gives its
+    // tokens -1.0, it streams 0.0.
+    let mut fake = honest();
+    for f in &mut fake.forced {
+        f.logprob = -1.0;
+        f.top[0].1 = -1.0;
+    }
+    for s in fake.streamed_logprobs.as_mut().unwrap() {
+        s.logprob = 0.0;
+    }
+    assert_eq!(checks(&fake), ["dishonest_logprobs"]);
+
+    let mut nan = honest();
+    nan.streamed_logprobs.as_mut().unwrap()[3].logprob = f64::NAN;
+    assert_eq!(checks(&nan), ["dishonest_logprobs"]);
+
+    let mut missing = honest();
+    missing.streamed_logprobs = None;
+    assert_eq!(checks(&missing), ["logprobs_missing"]);
+
+    let mut short = honest();
+    short.streamed_logprobs.as_mut().unwrap().pop();
+    assert_eq!(checks(&short), ["logprobs_misaligned"]);
+}
+
+#[test]
+fn wrong_tokens_after_n_fail_agreement_and_reference() {
+    let mut e = honest();
+    for (i, f) in e.forced.iter_mut().enumerate().skip(150) {
+        f.token = 50_000 + i as u32; // not in the top-5
+        f.text = format!("w{i}");
+        f.logprob = -9.0;
+    }
+    let streamed = e
+        .forced
+        .iter()
+        .map(|f| StreamedLogprob {
+            text: f.text.clone(),
+            logprob: f.logprob,
+        })
+        .collect();
+    e.streamed_logprobs = Some(streamed);
+    assert_eq!(checks(&e), ["low_agreement", "off_reference"]);
+    match &check_request(&GateThresholds::default(), &e).failures[1] {
+        GateFailure::OffReference { position, .. } => assert_eq!(*position, 150),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn truncation_fails_but_a_legitimate_early_stop_passes() {
+    let mut e = honest();
+    e.forced.truncate(N / 2);
+    e.streamed_logprobs.as_mut().unwrap().truncate(N / 2);
+    assert_eq!(checks(&e), ["too_short"]);
+    e.stopped = true; // stopped, but the baseline would have gone on
+    assert_eq!(checks(&e), ["too_short"]);
+    e.baseline_would_stop = true;
+    assert!(checks(&e).is_empty());
+    // 90 % is enough without a stop.
+    let mut e = honest();
+    e.forced.truncate(N * 9 / 10);
+    e.streamed_logprobs.as_mut().unwrap().truncate(N * 9 / 10);
+    assert!(checks(&e).is_empty());
+}
+
+#[test]
+fn an_invalid_stream_fails_the_request() {
+    let mut e = honest();
+    e.stream_fault = Some(StreamFault::MissingDone);
+    assert_eq!(checks(&e), ["invalid_stream"]);
+}
+
+#[test]
+fn the_pass_fraction_decides_overall() {
+    let t = GateThresholds::default();
+    let broken = || {
+        let mut e = honest();
+        e.stream_fault = Some(StreamFault::InvalidJson);
+        e
+    };
+    let mut twenty: Vec<_> = (0..19).map(|_| honest()).collect();
+    twenty.push(broken());
+    let v = judge(&t, &twenty);
+    assert!(v.passed && (v.pass_fraction - 0.95).abs() < 1e-12);
+    twenty[0] = broken();
+    assert!(!judge(&t, &twenty).passed);
+    assert!(!judge(&t, &[]).passed, "no evidence is no proof");
+}
