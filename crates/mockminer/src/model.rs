@@ -1,0 +1,261 @@
+//! A toy language model that is cheap, deterministic and shaped like a real one.
+//!
+//! - Tokens are words with their leading whitespace (`" foo"`), so the text a server streams
+//!   re-tokenises to exactly the tokens it generated, as with a real BPE on plain words.
+//! - The next-token distribution depends on the last three tokens only. One candidate is
+//!   strongly preferred (greedy is well defined); at about one position in twenty a second
+//!   candidate is a near-tie 0.2 nats behind, the case where real kernels on different
+//!   hardware may legitimately disagree.
+//! - End-of-sequence becomes top-1 at context-dependent points, so some answers stop before
+//!   `max_tokens` and some do not.
+//!
+//! Every number comes from `mix`, a fixed integer hash, so any machine computes the same
+//! logprobs bit for bit.
+
+use cacheon_core::gate::TokenId;
+
+/// End of sequence.
+pub const EOS: TokenId = 0;
+pub const EOS_TEXT: &str = "<|im_end|>";
+/// Words in the vocabulary (ids 1..=VOCAB).
+const VOCAB: u32 = 512;
+/// Ids for prompt pieces outside the vocabulary start here.
+const UNKNOWN_BASE: u32 = 1_000_000;
+/// How many candidates a step reports, as `top_logprobs: 5` asks.
+pub const TOP_K: usize = 5;
+
+const PREFERRED_BOOST: f64 = 8.0;
+const NEAR_TIE_GAP: f64 = 0.2;
+const NEAR_TIE_EVERY: u64 = 20;
+const EOS_EVERY: u64 = 90;
+
+/// One generated position: the token, its logprob and the model's top-k there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub token: TokenId,
+    pub logprob: f64,
+    pub top: Vec<(TokenId, f64)>,
+}
+
+pub struct ToyModel {
+    words: Vec<String>,
+}
+
+impl Default for ToyModel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ToyModel {
+    pub fn new() -> Self {
+        const ONSETS: [&str; 16] = [
+            "b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
+        ];
+        const VOWELS: [&str; 8] = ["a", "e", "i", "o", "u", "ai", "ou", "ea"];
+        const CODAS: [&str; 4] = ["", "n", "st", "rk"];
+        let words = (0..VOCAB as usize)
+            .map(|i| {
+                let (o, v, c) = (i % 16, (i / 16) % 8, (i / 128) % 4);
+                format!(" {}{}{}", ONSETS[o], VOWELS[v], CODAS[c])
+            })
+            .collect();
+        Self { words }
+    }
+
+    /// The text of a token, `None` for ids the model never generates.
+    pub fn text(&self, id: TokenId) -> Option<&str> {
+        match id {
+            EOS => Some(EOS_TEXT),
+            1..=VOCAB => self.words.get(id as usize - 1).map(String::as_str),
+            _ => None,
+        }
+    }
+
+    /// Splits text into pieces of leading whitespace plus a run of non-whitespace.
+    pub fn tokenize(&self, text: &str) -> Vec<TokenId> {
+        let mut ids = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            let word_start = rest
+                .find(|c: char| !c.is_whitespace())
+                .unwrap_or(rest.len());
+            let word_end = rest[word_start..]
+                .find(char::is_whitespace)
+                .map_or(rest.len(), |i| word_start + i);
+            let piece = &rest[..word_end];
+            ids.push(self.piece_id(piece));
+            rest = &rest[word_end..];
+        }
+        ids
+    }
+
+    fn piece_id(&self, piece: &str) -> TokenId {
+        if piece == EOS_TEXT {
+            return EOS;
+        }
+        // The vocabulary is small and regular: a lookup by position would do, but a scan
+        // keeps the code obviously right; prompts are tokenised once per request.
+        if let Some(i) = self.words.iter().position(|w| w == piece) {
+            return i as TokenId + 1;
+        }
+        let h = piece.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        UNKNOWN_BASE + (h % 1_000_000) as u32
+    }
+
+    /// Log-probabilities of every candidate (index = token id, 0 = EOS) after `context`.
+    pub fn logprobs(&self, context: &[TokenId]) -> Vec<f64> {
+        let tail: Vec<TokenId> = context.iter().rev().take(3).copied().collect();
+        let ctx = tail
+            .iter()
+            .fold(0x9e37_79b9_7f4a_7c15_u64, |h, &t| mix(h ^ u64::from(t)));
+        let preferred = 1 + (mix(ctx ^ 1) % u64::from(VOCAB)) as usize;
+        let runner_up = 1 + (mix(ctx ^ 2) % u64::from(VOCAB)) as usize;
+        let near_tie = mix(ctx ^ 3) % NEAR_TIE_EVERY == 0 && runner_up != preferred;
+        let stop = mix(ctx ^ 4) % EOS_EVERY == 0;
+
+        let mut logits: Vec<f64> = (0..=VOCAB as usize)
+            .map(|c| unit(mix(ctx ^ (c as u64).wrapping_mul(0x2545_f491_4f6c_dd1d))) * 2.0)
+            .collect();
+        logits[preferred] += PREFERRED_BOOST;
+        if near_tie {
+            logits[runner_up] = logits[preferred] - NEAR_TIE_GAP;
+        }
+        logits[EOS as usize] = if stop { logits[preferred] + 1.0 } else { -20.0 };
+
+        let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let log_z = max + logits.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+        logits.into_iter().map(|l| l - log_z).collect()
+    }
+
+    /// The top-k `(token, logprob)` after `context`, best first (ties by lower id).
+    pub fn top(&self, context: &[TokenId], k: usize) -> Vec<(TokenId, f64)> {
+        top_of(&self.logprobs(context), k)
+    }
+
+    /// Greedy decoding of up to `max_tokens` tokens after `prompt`; stops after EOS (which
+    /// is included as the last step).
+    pub fn generate(&self, prompt: &[TokenId], max_tokens: usize) -> Vec<Step> {
+        let mut context = prompt.to_vec();
+        let mut steps = Vec::with_capacity(max_tokens);
+        for _ in 0..max_tokens {
+            let lps = self.logprobs(&context);
+            let top = top_of(&lps, TOP_K);
+            let Some(&(token, logprob)) = top.first() else {
+                break;
+            };
+            steps.push(Step {
+                token,
+                logprob,
+                top,
+            });
+            if token == EOS {
+                break;
+            }
+            context.push(token);
+        }
+        steps
+    }
+}
+
+impl ToyModel {
+    /// Teacher forcing (vLLM's `prompt_logprobs` over an assistant continuation): for each
+    /// token of `output`, the model's logprob of it and its top-k, given everything before.
+    pub fn teacher_force(&self, prompt: &[TokenId], output: &[TokenId], k: usize) -> Vec<Step> {
+        let mut context = prompt.to_vec();
+        output
+            .iter()
+            .map(|&token| {
+                let lps = self.logprobs(&context);
+                let logprob = lps
+                    .get(token as usize)
+                    .copied()
+                    .unwrap_or(f64::NEG_INFINITY);
+                context.push(token);
+                Step {
+                    token,
+                    logprob,
+                    top: top_of(&lps, k),
+                }
+            })
+            .collect()
+    }
+}
+
+fn top_of(logprobs: &[f64], k: usize) -> Vec<(TokenId, f64)> {
+    let mut ranked: Vec<(TokenId, f64)> = logprobs
+        .iter()
+        .enumerate()
+        .map(|(i, &lp)| (i as TokenId, lp))
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.truncate(k);
+    ranked
+}
+
+/// splitmix64's finaliser: a fixed, well-distributed 64-bit mix.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Uniform in [0, 1) from the top 53 bits.
+fn unit(x: u64) -> f64 {
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prompt(m: &ToyModel) -> Vec<TokenId> {
+        m.tokenize("Summarise the chapter on ownership, please.")
+    }
+
+    #[test]
+    fn generated_text_retokenises_to_the_same_tokens() {
+        let m = ToyModel::new();
+        let steps = m.generate(&prompt(&m), 256);
+        let ids: Vec<TokenId> = steps
+            .iter()
+            .map(|s| s.token)
+            .filter(|&t| t != EOS)
+            .collect();
+        let text: String = ids.iter().map(|&t| m.text(t).unwrap()).collect();
+        assert_eq!(m.tokenize(&text), ids);
+    }
+
+    #[test]
+    fn deterministic_normalised_and_greedy_is_top_1() {
+        let m = ToyModel::new();
+        let a = m.generate(&prompt(&m), 64);
+        assert_eq!(a, m.generate(&prompt(&m), 64));
+        let lps = m.logprobs(&prompt(&m));
+        let total: f64 = lps.iter().map(|l| l.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-9, "{total}");
+        for s in &a {
+            assert_eq!(s.top.len(), TOP_K);
+            assert_eq!((s.token, s.logprob), s.top[0]);
+        }
+    }
+
+    #[test]
+    fn near_ties_and_early_stops_happen_at_the_designed_rates() {
+        let m = ToyModel::new();
+        let (mut positions, mut ties, mut stops) = (0, 0, 0);
+        for i in 0..200 {
+            let steps = m.generate(&m.tokenize(&format!("prompt number {i}")), 256);
+            stops += usize::from(steps.last().is_some_and(|s| s.token == EOS));
+            for s in &steps {
+                positions += 1;
+                ties += usize::from(s.top[0].1 - s.top[1].1 < 0.5);
+            }
+        }
+        let tie_rate = ties as f64 / positions as f64;
+        assert!((0.02..0.10).contains(&tie_rate), "near-tie rate {tie_rate}");
+        assert!((20..=190).contains(&stops), "{stops} of 200 stopped early");
+    }
+}
