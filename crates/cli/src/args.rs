@@ -1,5 +1,6 @@
-//! Every flag of every subcommand. Only this module parses the command line; each flag can
-//! also be set through the `CACHEON_*` environment variable named in its help.
+//! Every flag of every subcommand. Only this module parses the command line; every setting
+//! an operator configures can also come from the `CACHEON_*` variable named in its help
+//! (per-invocation arguments such as `--seed` are flags only).
 
 use std::path::PathBuf;
 

@@ -147,12 +147,11 @@ fn unwrap_layers(raw: &[u8]) -> Result<Cow<'_, [u8]>, CommitmentError> {
 }
 
 /// Returns the body when `bytes` is a SCALE compact length followed by exactly that many
-/// bytes of JSON or hex. Plain JSON or hex never goes through here, so a `{` or `0`
-/// that happens to parse as a compact length is not mistaken for one.
+/// bytes of JSON or hex. Plain JSON (`{` reads as a 4-byte-mode prefix that cannot match)
+/// and plain hex (`0` announces 12 bytes that would have to start with `{` or `0x`, not
+/// `x`) never match; at worst one leading whitespace byte is taken as a prefix, which the
+/// trim that follows would have removed anyway.
 fn strip_scale_prefix(bytes: &[u8]) -> Option<&[u8]> {
-    if looks_like_payload(bytes) {
-        return None;
-    }
     let mut rest = bytes;
     let len = Compact::<u32>::decode(&mut rest).ok()?.0;
     (usize::try_from(len).ok()? == rest.len() && looks_like_payload(rest)).then_some(rest)
@@ -191,6 +190,20 @@ mod tests {
             assert_eq!(c.image.as_str(), "ghcr.io/org/x:v1");
             assert_eq!(c.digest.as_str(), DIGEST);
         }
+    }
+
+    #[test]
+    fn a_prefix_byte_that_is_whitespace_is_still_a_prefix() {
+        // Compact two-byte mode for lengths 64..=16383 can start with 0x09 (TAB).
+        let padded = format!(
+            r#"{{"image":"a/b","digest":"{DIGEST}","pad":"{}"}}"#,
+            "x".repeat(7874 - 110)
+        );
+        let mut body = padded.clone().into_bytes();
+        body.resize(7874, b' ');
+        let raw = String::from_utf8(body).unwrap().encode();
+        assert_eq!(raw[0], 0x09);
+        assert!(decode_commitment(&raw).is_ok());
     }
 
     #[test]

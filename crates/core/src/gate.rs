@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 /// Token id in the baseline's vocabulary.
 pub type TokenId = u32;
 
+/// How many of the baseline's candidates a position is checked against (`top_logprobs: 5`).
+pub const TOP_K: usize = 5;
+
 /// Gate thresholds (SPEC §10 defaults; the reasoning is in ARCHITECTURE.md).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GateThresholds {
@@ -48,7 +51,7 @@ pub struct ForcedPosition {
     pub text: String,
     /// The baseline's logprob of that token.
     pub logprob: f64,
-    /// The baseline's top-k here, best first.
+    /// The baseline's top candidates here, in any order (extra entries are ignored).
     pub top: Vec<(TokenId, f64)>,
 }
 
@@ -147,40 +150,58 @@ pub fn check_request(t: &GateThresholds, e: &RequestEvidence) -> RequestVerdict 
         failures.push(GateFailure::InvalidStream { fault });
     }
 
+    // The baseline's candidates ranked by logprob. vLLM's `prompt_logprobs` lists the
+    // sampled token first and may add it as a (k+1)-th entry, so the given order and length
+    // are not trusted.
+    let ranked: Vec<Vec<(TokenId, f64)>> = e
+        .forced
+        .iter()
+        .map(|p| {
+            let mut top = p.top.clone();
+            top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            top.truncate(TOP_K);
+            top
+        })
+        .collect();
+
     // 1. Agreement with the baseline's top-1, near-ties forgiven.
-    let agrees = |p: &ForcedPosition| match p.top.first() {
+    let agrees = |(p, top): (&ForcedPosition, &Vec<(TokenId, f64)>)| match top.first() {
         Some(&(best, best_lp)) => {
             p.token == best || (p.logprob.is_finite() && best_lp - p.logprob <= t.tie_gap)
         }
         None => false,
     };
-    let agreeing = e.forced.iter().filter(|p| agrees(p)).count();
+    let agreeing = e.forced.iter().zip(&ranked).filter(|&x| agrees(x)).count();
     let agreement = if e.forced.is_empty() {
         1.0
     } else {
         agreeing as f64 / e.forced.len() as f64
     };
     if agreement < t.min_agreement {
-        let first_disagreement = e.forced.iter().position(|p| !agrees(p)).unwrap_or(0);
+        let first_disagreement = e
+            .forced
+            .iter()
+            .zip(&ranked)
+            .position(|x| !agrees(x))
+            .unwrap_or(0);
         failures.push(GateFailure::LowAgreement {
             rate: agreement,
             first_disagreement,
         });
     }
 
-    // 2. At the first divergence from the greedy reference, stay inside the top-k.
+    // 2. At the first divergence from the greedy reference (running past its end counts),
+    // stay inside the top-k.
     let divergence = e
         .forced
         .iter()
         .zip(&e.reference)
-        .position(|(p, r)| p.token != *r);
+        .position(|(p, r)| p.token != *r)
+        .or((e.forced.len() > e.reference.len()).then_some(e.reference.len()));
     if let Some(position) = divergence {
-        let p = &e.forced[position];
-        if !p.top.iter().any(|(tok, _)| *tok == p.token) {
-            failures.push(GateFailure::OffReference {
-                position,
-                token: p.token,
-            });
+        let token = e.forced[position].token;
+        if !ranked[position].iter().any(|(tok, _)| *tok == token) {
+            failures.push(GateFailure::OffReference { position, token });
         }
     }
 

@@ -114,6 +114,7 @@ fn fake_or_missing_logprobs_fail() {
     for f in &mut fake.forced {
         f.logprob = -1.0;
         f.top[0].1 = -1.0;
+        f.top[1].1 = -2.0; // still the baseline's top-1
     }
     for s in fake.streamed_logprobs.as_mut().unwrap() {
         s.logprob = 0.0;
@@ -172,6 +173,38 @@ fn truncation_fails_but_a_legitimate_early_stop_passes() {
     e.forced.truncate(N * 9 / 10);
     e.streamed_logprobs.as_mut().unwrap().truncate(N * 9 / 10);
     assert!(checks(&e).is_empty());
+}
+
+#[test]
+fn vllm_style_top_lists_are_ranked_not_trusted() {
+    // vLLM puts the sampled token first and may append it as a sixth entry.
+    let mut e = honest();
+    for (i, f) in e.forced.iter_mut().enumerate().skip(100) {
+        let wrong = 60_000 + i as u32;
+        f.token = wrong;
+        f.text = format!("w{i}");
+        f.logprob = -9.0;
+        f.top.insert(0, (wrong, -9.0));
+    }
+    let streamed = e
+        .forced
+        .iter()
+        .map(|f| StreamedLogprob {
+            text: f.text.clone(),
+            logprob: f.logprob,
+        })
+        .collect();
+    e.streamed_logprobs = Some(streamed);
+    assert_eq!(checks(&e), ["low_agreement", "off_reference"]);
+}
+
+#[test]
+fn running_past_the_baselines_end_is_a_divergence() {
+    let mut e = honest();
+    e.reference.truncate(N - 1); // the baseline stopped here; its top-5 has no such token
+    e.forced[N - 1].top = vec![(0, -0.01), (1, -5.0), (2, -6.0), (3, -7.0), (4, -8.0)];
+    let c = checks(&e);
+    assert!(c.contains(&"off_reference"), "{c:?}");
 }
 
 #[test]

@@ -37,6 +37,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("submission {0} not found")]
     UnknownSubmission(String),
+    #[error("hotkey `{0}` is not an ss58 address")]
+    InvalidHotkey(String),
     #[error("round {0} not found")]
     UnknownRound(i64),
     #[error("submission {id} is {state}, expected {expected}")]
@@ -47,6 +49,8 @@ pub enum StoreError {
     },
     #[error("round {round} has no verdict for contestant {submission}")]
     MissingVerdict { round: i64, submission: String },
+    #[error("crown decision refused: {0}")]
+    StaleDecision(String),
     #[error("value out of range for the store: {0}")]
     OutOfRange(&'static str),
     #[error("stored row is corrupt: {0}")]

@@ -248,13 +248,14 @@ impl Store {
         )
     }
 
+    /// Read in one transaction, so the round and its contestants are one snapshot.
     pub async fn round(&self, id: i64) -> Result<Option<RoundRow>> {
-        let mut conn = self.reader().acquire().await?;
+        let mut conn = self.reader().begin().await?;
         round(&mut conn, id).await
     }
 
     pub async fn open_rounds(&self) -> Result<Vec<RoundRow>> {
-        let mut conn = self.reader().acquire().await?;
+        let mut conn = self.reader().begin().await?;
         let ids: Vec<(i64,)> =
             sqlx::query_as("SELECT id FROM rounds WHERE state = 'open' ORDER BY id")
                 .fetch_all(&mut *conn)

@@ -9,7 +9,7 @@ use cacheon_core::{
 };
 use sqlx::{Sqlite, Transaction};
 
-use crate::read::{self, RoundRow, RoundState};
+use crate::read::{self, KingRow, RoundRow, RoundState};
 use crate::{now_unix, to_i64, Result, StoreError};
 
 /// A commitment as read from the chain, before any judgement.
@@ -101,6 +101,10 @@ impl WriteTx {
     pub async fn record_commitment(&mut self, obs: &ObservedCommitment) -> Result<Recorded> {
         let id = SubmissionId::new(obs.hotkey.clone(), obs.commit_block);
         let id_text = id.to_string();
+        // Ids are parsed back (king, `duplicate_of:`): refuse one that would not parse.
+        if id_text.parse::<SubmissionId>().as_ref() != Ok(&id) {
+            return Err(StoreError::InvalidHotkey(obs.hotkey.clone()));
+        }
         let block = to_i64(obs.commit_block, "commit_block")?;
         let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM submissions WHERE id = ?")
             .bind(&id_text)
@@ -187,8 +191,9 @@ impl WriteTx {
             .execute(&mut *self.tx)
             .await?;
         }
-        if state == SubmissionState::Pending {
-            // Seen out of order: later copies of this digest by other hotkeys are duplicates.
+        if digest.is_some() && state != SubmissionState::Rejected {
+            // Seen out of order: later copies of this digest by other hotkeys are duplicates,
+            // whatever order a scan delivers commitments in.
             sqlx::query(
                 "UPDATE submissions SET state = 'rejected', reason = ?, updated_at = ? \
                  WHERE digest = ? AND hotkey <> ? AND commit_block > ? AND state = 'pending'",
@@ -360,6 +365,7 @@ impl WriteTx {
             };
             update.execute(&mut *self.tx).await?;
         }
+        self.check_decision(&round, verdicts, decision).await?;
         self.apply_decision(&round, decision, block).await?;
         sqlx::query("UPDATE rounds SET state = 'completed', closed_at = ? WHERE id = ?")
             .bind(now)
@@ -367,6 +373,58 @@ impl WriteTx {
             .execute(&mut *self.tx)
             .await?;
         Ok(ApplyOutcome::Applied)
+    }
+
+    /// The king as this transaction sees it: compute the crown decision from this, inside
+    /// the same transaction that applies it, so it cannot be stale.
+    pub async fn king(&mut self) -> Result<Option<KingRow>> {
+        read::king(&mut *self.tx).await
+    }
+
+    /// Refuses a decision that does not fit the stored king or the round's verdicts (a
+    /// decision computed from a stale view, or a bug), before anything is written.
+    async fn check_decision(
+        &mut self,
+        round: &RoundRow,
+        verdicts: &[ContestantVerdict],
+        decision: &CrownDecision,
+    ) -> Result<()> {
+        let current = read::king(&mut *self.tx).await?.map(|k| k.submission_id);
+        let expected_king = match decision {
+            CrownDecision::NoKing => None,
+            CrownDecision::Keep { .. } => current.clone().filter(|k| {
+                round
+                    .contestants
+                    .iter()
+                    .any(|c| c.role == Role::King && &c.submission_id == k)
+            }),
+            CrownDecision::Vacate { dethroned } => Some(dethroned.to_string()),
+            CrownDecision::Crown { dethroned, .. } => dethroned.as_ref().map(ToString::to_string),
+        };
+        let keeps = matches!(decision, CrownDecision::Keep { .. });
+        if expected_king != current || (keeps && current.is_none()) {
+            return Err(StoreError::StaleDecision(format!(
+                "decision {decision:?} does not match the stored king {current:?}"
+            )));
+        }
+        if let CrownDecision::Crown { winner, .. } = decision {
+            let id = winner.submission.to_string();
+            let challenger = round
+                .contestants
+                .iter()
+                .any(|c| c.role == Role::Challenger && c.submission_id == id);
+            let scored = verdicts.iter().any(|v| {
+                v.submission == winner.submission
+                    && matches!(v.outcome, VerdictOutcome::Scored { .. })
+            });
+            if !(challenger && scored) {
+                return Err(StoreError::StaleDecision(format!(
+                    "crowned {id} is not a scored challenger of round {}",
+                    round.id
+                )));
+            }
+        }
+        Ok(())
     }
 
     async fn apply_decision(
@@ -407,16 +465,6 @@ impl WriteTx {
             }
             CrownDecision::Crown { winner, cause, .. } => {
                 let winner_id = winner.submission.to_string();
-                if !round
-                    .contestants
-                    .iter()
-                    .any(|c| c.submission_id == winner_id)
-                {
-                    return Err(StoreError::Corrupt(format!(
-                        "crowned {winner_id} is not a contestant of round {}",
-                        round.id
-                    )));
-                }
                 if let Some(dethrone) = cause.dethrone_cause() {
                     self.dethrone(dethrone, block, Some(round.id)).await?;
                 }

@@ -638,6 +638,98 @@ async fn a_crowned_winner_must_be_a_contestant() {
     assert!(matches!(
         tx.apply_round(round.id, &[scored("A:1", 0.4)], &stranger, 9)
             .await,
-        Err(StoreError::Corrupt(_))
+        Err(StoreError::StaleDecision(_))
     ));
+}
+
+#[tokio::test]
+async fn stale_or_inconsistent_decisions_are_refused_before_any_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    record(&store, obs("K", 1, Some(1), commitment("r/k", 1))).await;
+    let r1 = open_round(&store, 8).await.unwrap();
+    apply(
+        &store,
+        r1.id,
+        &[scored("K:1", 0.2)],
+        &crown_vacant("K:1", 1, 0.2),
+        10,
+    )
+    .await;
+    record(&store, obs("C", 2, Some(2), commitment("r/c", 2))).await;
+    record(&store, obs("D", 3, Some(3), commitment("r/d", 3))).await;
+    let r2 = open_round(&store, 8).await.unwrap();
+    let verdicts = [
+        scored("K:1", 0.2),
+        scored("C:2", 0.5),
+        ContestantVerdict {
+            submission: "D:3".parse().unwrap(),
+            outcome: VerdictOutcome::Disqualified(DisqualifyReason::GateFailed),
+        },
+    ];
+    let before = snapshot(&store).await;
+    let beat = |id: &str, uid| CrownDecision::Crown {
+        winner: contender(id, uid, 0.9),
+        cause: CrownCause::BeatKing,
+        dethroned: Some("K:1".parse().unwrap()),
+    };
+    let stale = [
+        crown_vacant("C:2", 2, 0.5), // ignores the reigning king
+        beat("D:3", 3),              // disqualified in this round
+        beat("K:1", 1),              // the king is not a challenger
+        CrownDecision::Vacate {
+            dethroned: "X:9".parse().unwrap(),
+        },
+        CrownDecision::NoKing,
+    ];
+    for decision in stale {
+        let mut tx = store.write().await.unwrap();
+        let err = tx.apply_round(r2.id, &verdicts, &decision, 20).await;
+        assert!(
+            matches!(err, Err(StoreError::StaleDecision(_))),
+            "{decision:?}: {err:?}"
+        );
+        drop(tx);
+        assert_eq!(snapshot(&store).await, before);
+    }
+    // The decision computed from the king inside the transaction applies.
+    let mut tx = store.write().await.unwrap();
+    assert_eq!(tx.king().await.unwrap().unwrap().submission_id, "K:1");
+    tx.apply_round(r2.id, &verdicts, &beat("C:2", 2), 20)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.king().await.unwrap().unwrap().submission_id, "C:2");
+}
+
+#[tokio::test]
+async fn copies_are_caught_whatever_order_a_scan_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    record(&store, obs("Copier", 30, Some(1), commitment("r/copy", 9))).await;
+    record(&store, obs("Author", 50, Some(2), commitment("r/new", 4))).await;
+    // The author's original, older than the copy but superseded by its own newer commit.
+    record(&store, obs("Author", 10, Some(2), commitment("r/orig", 9))).await;
+    assert_eq!(
+        state_of(&store, "Author:10").await.0,
+        SubmissionState::Withdrawn
+    );
+    assert_eq!(
+        state_of(&store, "Copier:30").await,
+        (
+            SubmissionState::Rejected,
+            Some("duplicate_of:Author:10".into())
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_hotkey_that_is_not_an_address_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let mut tx = store.write().await.unwrap();
+    let err = tx
+        .record_commitment(&obs("not a key", 1, Some(1), commitment("r/a", 1)))
+        .await;
+    assert!(matches!(err, Err(StoreError::InvalidHotkey(_))), "{err:?}");
 }

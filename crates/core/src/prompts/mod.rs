@@ -151,7 +151,13 @@ impl Templates {
     pub fn from_json(json: &str) -> Result<Self, WorkloadError> {
         let t: Self =
             serde_json::from_str(json).map_err(|e| WorkloadError::TemplatesJson(e.to_string()))?;
-        for (name, list) in [("long", &t.long), ("short", &t.short)] {
+        t.check()?;
+        Ok(t)
+    }
+
+    /// Also run by `generate`: templates may arrive deserialised from a job document.
+    pub fn check(&self) -> Result<(), WorkloadError> {
+        for (name, list) in [("long", &self.long), ("short", &self.short)] {
             if list.is_empty() {
                 return Err(WorkloadError::NoTemplates(name));
             }
@@ -159,7 +165,7 @@ impl Templates {
                 return Err(WorkloadError::BadTemplate(bad.clone()));
             }
         }
-        Ok(t)
+        Ok(())
     }
 }
 
@@ -189,14 +195,26 @@ impl Default for WorkloadShape {
     }
 }
 
+/// Bounds that keep a hostile or mistyped shape from exhausting memory.
+pub const MAX_PROMPT_TOKENS: usize = 32_768;
+pub const MAX_PROMPTS_PER_PHASE: usize = 10_000;
+
 impl WorkloadShape {
-    fn check(&self) -> Result<(), WorkloadError> {
+    pub fn check(&self) -> Result<(), WorkloadError> {
+        if [self.warmup, self.latency, self.throughput]
+            .iter()
+            .any(|&n| n > MAX_PROMPTS_PER_PHASE)
+        {
+            return Err(WorkloadError::BadShape("too many prompts in a phase"));
+        }
         if !(0.0..=1.0).contains(&self.long_fraction) {
             return Err(WorkloadError::BadShape("long_fraction must be in [0, 1]"));
         }
         for (lo, hi) in [self.long_tokens, self.short_tokens] {
-            if lo == 0 || lo > hi {
-                return Err(WorkloadError::BadShape("token ranges need 0 < lo <= hi"));
+            if lo == 0 || lo > hi || hi > MAX_PROMPT_TOKENS {
+                return Err(WorkloadError::BadShape(
+                    "token ranges need 0 < lo <= hi <= MAX_PROMPT_TOKENS",
+                ));
             }
         }
         Ok(())
@@ -267,6 +285,7 @@ pub fn generate(
     shape: &WorkloadShape,
 ) -> Result<PromptSet, WorkloadError> {
     shape.check()?;
+    templates.check()?;
     let mut rng = PromptRng::from_block_hash(seed);
     let mut prompts = Vec::new();
     for (phase, n) in [
@@ -403,6 +422,18 @@ mod tests {
         assert!(Templates::from_json(r#"{"long":["no slot"],"short":["{passage}"]}"#).is_err());
         assert!(Templates::from_json(r#"{"long":[],"short":["{passage}"]}"#).is_err());
         assert!("0x12".parse::<BlockHash>().is_err());
+        let unchecked = Templates {
+            system: vec![],
+            long: vec![],
+            short: vec![],
+        };
+        let shape = WorkloadShape::default();
+        assert!(generate(&hash(1), &corpus(), &unchecked, &shape).is_err());
+        let huge = WorkloadShape {
+            long_tokens: (1, usize::MAX),
+            ..shape
+        };
+        assert!(generate(&hash(1), &corpus(), &templates(), &huge).is_err());
         let h = hash(9);
         assert_eq!(h.to_string().parse::<BlockHash>().unwrap(), h);
     }
