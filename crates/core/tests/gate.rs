@@ -26,13 +26,7 @@ fn honest() -> RequestEvidence {
             ],
         })
         .collect();
-    let streamed = forced
-        .iter()
-        .map(|f| StreamedLogprob {
-            text: f.text.clone(),
-            logprob: f.logprob,
-        })
-        .collect();
+    let streamed = honest_stream(&forced);
     RequestEvidence {
         prompt_index: 0,
         stream_fault: None,
@@ -42,6 +36,17 @@ fn honest() -> RequestEvidence {
         stopped: false,
         baseline_would_stop: false,
     }
+}
+
+/// What a server streams when it reports its logprobs truthfully.
+fn honest_stream(forced: &[ForcedPosition]) -> Vec<StreamedLogprob> {
+    forced
+        .iter()
+        .map(|f| StreamedLogprob {
+            text: f.text.clone(),
+            logprob: f.logprob,
+        })
+        .collect()
 }
 
 /// The contestant takes the runner-up (a near tie, 0.35 nats behind) at `positions`.
@@ -142,15 +147,7 @@ fn wrong_tokens_after_n_fail_agreement_and_reference() {
         f.text = format!("w{i}");
         f.logprob = -9.0;
     }
-    let streamed = e
-        .forced
-        .iter()
-        .map(|f| StreamedLogprob {
-            text: f.text.clone(),
-            logprob: f.logprob,
-        })
-        .collect();
-    e.streamed_logprobs = Some(streamed);
+    e.streamed_logprobs = Some(honest_stream(&e.forced));
     assert_eq!(checks(&e), ["low_agreement", "off_reference"]);
     match &check_request(&GateThresholds::default(), &e).failures[1] {
         GateFailure::OffReference { position, .. } => assert_eq!(*position, 150),
@@ -186,15 +183,7 @@ fn vllm_style_top_lists_are_ranked_not_trusted() {
         f.logprob = -9.0;
         f.top.insert(0, (wrong, -9.0));
     }
-    let streamed = e
-        .forced
-        .iter()
-        .map(|f| StreamedLogprob {
-            text: f.text.clone(),
-            logprob: f.logprob,
-        })
-        .collect();
-    e.streamed_logprobs = Some(streamed);
+    e.streamed_logprobs = Some(honest_stream(&e.forced));
     assert_eq!(checks(&e), ["low_agreement", "off_reference"]);
 }
 
