@@ -10,6 +10,7 @@
 //! writer would only trade waiting for `SQLITE_BUSY`), and a pool of read-only connections
 //! for the status API. WAL mode lets those readers run while the writer works.
 
+mod king;
 mod read;
 mod write;
 
