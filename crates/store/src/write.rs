@@ -446,7 +446,10 @@ impl WriteTx {
         mode: WeightMode,
         outcome: &WeightOutcome,
     ) -> Result<i64> {
-        let json = |v: &[u16]| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
+        // Never store a placeholder in place of the real vector.
+        let json = |v: &[u16]| {
+            serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("weights: {e}")))
+        };
         let mode = match mode {
             WeightMode::Set => "set",
             WeightMode::CommitReveal => "commit_reveal",
@@ -462,8 +465,8 @@ impl WriteTx {
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(to_i64(block, "block")?)
-        .bind(json(&vector.uids))
-        .bind(json(&vector.weights))
+        .bind(json(&vector.uids)?)
+        .bind(json(&vector.weights)?)
         .bind(to_i64(version_key, "version_key")?)
         .bind(mode)
         .bind(outcome)

@@ -69,6 +69,8 @@ pub enum WorkloadError {
     NoTemplates(&'static str),
     #[error("template `{0}` must contain {PASSAGE_SLOT} exactly once")]
     BadTemplate(String),
+    #[error("prompt set could not be serialised for hashing: {0}")]
+    Serialize(String),
     #[error("invalid workload shape: {0}")]
     BadShape(&'static str),
 }
@@ -335,7 +337,8 @@ pub fn generate(
             });
         }
     }
-    let canonical = serde_json::to_vec(&prompts).map_err(|_| WorkloadError::EmptyCorpus)?;
+    let canonical =
+        serde_json::to_vec(&prompts).map_err(|e| WorkloadError::Serialize(e.to_string()))?;
     Ok(PromptSet {
         seed_block_hash: *seed,
         corpus_hash: corpus.hash_hex(),
