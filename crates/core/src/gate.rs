@@ -28,6 +28,9 @@ pub struct GateThresholds {
     pub min_length_ratio: f64,
     /// Share of scored requests that must pass every check.
     pub min_pass_fraction: f64,
+    /// Share of output tokens whose streamed logprob must line up (same byte offset, same
+    /// text) with a teacher-forced one for check 3 to be judged at all.
+    pub min_logprob_coverage: f64,
 }
 
 impl Default for GateThresholds {
@@ -38,6 +41,7 @@ impl Default for GateThresholds {
             logprob_tolerance: 0.15,
             min_length_ratio: 0.9,
             min_pass_fraction: 0.95,
+            min_logprob_coverage: 0.95,
         }
     }
 }
@@ -66,6 +70,8 @@ pub struct StreamedLogprob {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamFault {
+    /// Connection refused, reset or closed before the stream ended.
+    Transport,
     HttpStatus,
     MalformedSse,
     InvalidJson,
@@ -111,8 +117,8 @@ pub enum GateFailure {
     OffReference { position: usize, token: TokenId },
     /// Check 3: the streamed logprobs are absent.
     LogprobsMissing,
-    /// Check 3: streamed logprob entries do not line up with the output tokens.
-    LogprobsMisaligned { streamed: usize, tokens: usize },
+    /// Check 3: too few streamed logprob entries line up with the output tokens.
+    LogprobsMisaligned { matched: usize, tokens: usize },
     /// Check 3: streamed logprobs differ from the baseline's.
     DishonestLogprobs { mean_abs_diff: f64 },
     /// Check 4: too short without a legitimate end of sequence.
@@ -210,23 +216,20 @@ pub fn check_request(t: &GateThresholds, e: &RequestEvidence) -> RequestVerdict 
         None if !e.forced.is_empty() => failures.push(GateFailure::LogprobsMissing),
         None => {}
         Some(streamed) => {
-            let aligned = streamed.len() == e.forced.len()
-                && streamed
-                    .iter()
-                    .zip(&e.forced)
-                    .all(|(s, f)| s.text == f.text);
-            if !aligned {
+            let pairs = align_by_offset(streamed, &e.forced);
+            let coverage = if e.forced.is_empty() {
+                1.0
+            } else {
+                pairs.len() as f64 / e.forced.len() as f64
+            };
+            if coverage < t.min_logprob_coverage {
                 failures.push(GateFailure::LogprobsMisaligned {
-                    streamed: streamed.len(),
+                    matched: pairs.len(),
                     tokens: e.forced.len(),
                 });
-            } else if !streamed.is_empty() {
-                let total: f64 = streamed
-                    .iter()
-                    .zip(&e.forced)
-                    .map(|(s, f)| (s.logprob - f.logprob).abs())
-                    .sum();
-                let mean_abs_diff = total / streamed.len() as f64;
+            } else if !pairs.is_empty() {
+                let total: f64 = pairs.iter().map(|(s, f)| (s - f).abs()).sum();
+                let mean_abs_diff = total / pairs.len() as f64;
                 // NaN never passes: it is not "within" the tolerance.
                 let within = mean_abs_diff.is_finite() && mean_abs_diff <= t.logprob_tolerance;
                 if !within {
@@ -253,6 +256,30 @@ pub fn check_request(t: &GateThresholds, e: &RequestEvidence) -> RequestVerdict 
         agreement,
         failures,
     }
+}
+
+/// Pairs (streamed logprob, teacher-forced logprob) of the tokens that start at the same
+/// byte offset of the output with the same text. A server may split its text into tokens
+/// slightly differently from the baseline's re-tokenisation (a multi-byte character split
+/// across tokens, say); such tokens simply do not pair, and the coverage threshold bounds
+/// how many may be skipped.
+fn align_by_offset(streamed: &[StreamedLogprob], forced: &[ForcedPosition]) -> Vec<(f64, f64)> {
+    let mut pairs = Vec::with_capacity(forced.len());
+    let (mut i, mut s_off) = (0usize, 0usize);
+    let mut f_off = 0usize;
+    for f in forced {
+        while i < streamed.len() && s_off < f_off {
+            s_off += streamed[i].text.len();
+            i += 1;
+        }
+        if let Some(s) = streamed.get(i) {
+            if s_off == f_off && s.text == f.text {
+                pairs.push((s.logprob, f.logprob));
+            }
+        }
+        f_off += f.text.len();
+    }
+    pairs
 }
 
 /// Checks every scored request of a contestant and applies `min_pass_fraction`.

@@ -134,9 +134,44 @@ fn fake_or_missing_logprobs_fail() {
     missing.streamed_logprobs = None;
     assert_eq!(checks(&missing), ["logprobs_missing"]);
 
-    let mut short = honest();
-    short.streamed_logprobs.as_mut().unwrap().pop();
-    assert_eq!(checks(&short), ["logprobs_misaligned"]);
+    // One token in ten missing from the stream: too little to judge the logprobs by.
+    let mut sparse = honest();
+    let kept: Vec<StreamedLogprob> = sparse.streamed_logprobs.take().unwrap();
+    let kept = kept
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % 10 != 3)
+        .map(|(_, s)| s)
+        .collect();
+    sparse.streamed_logprobs = Some(kept);
+    assert_eq!(checks(&sparse), ["logprobs_misaligned"]);
+}
+
+#[test]
+fn a_token_split_differently_by_the_server_is_skipped_not_failed() {
+    // The server streamed one baseline token as two pieces (as happens when a multi-byte
+    // character is split); every other token still lines up by byte offset.
+    let mut e = honest();
+    let mut streamed = e.streamed_logprobs.take().unwrap();
+    let whole = streamed.remove(7);
+    let cut = whole.text.len() / 2;
+    let (a, b) = whole.text.split_at(cut);
+    streamed.insert(
+        7,
+        StreamedLogprob {
+            text: b.to_string(),
+            logprob: -0.1,
+        },
+    );
+    streamed.insert(
+        7,
+        StreamedLogprob {
+            text: a.to_string(),
+            logprob: -0.1,
+        },
+    );
+    e.streamed_logprobs = Some(streamed);
+    assert!(check_request(&GateThresholds::default(), &e).passed());
 }
 
 #[test]

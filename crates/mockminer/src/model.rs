@@ -12,6 +12,8 @@
 //! Every number comes from `mix`, a fixed integer hash, so any machine computes the same
 //! logprobs bit for bit.
 
+use std::collections::HashMap;
+
 use cacheon_core::gate::TokenId;
 
 /// End of sequence.
@@ -39,6 +41,7 @@ pub struct Step {
 
 pub struct ToyModel {
     words: Vec<String>,
+    ids: HashMap<String, TokenId>,
 }
 
 impl Default for ToyModel {
@@ -59,8 +62,27 @@ impl ToyModel {
                 let (o, v, c) = (i % 16, (i / 16) % 8, (i / 128) % 4);
                 format!(" {}{}{}", ONSETS[o], VOWELS[v], CODAS[c])
             })
+            .collect::<Vec<String>>();
+        let ids = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.clone(), i as TokenId + 1))
             .collect();
-        Self { words }
+        Self { words, ids }
+    }
+
+    /// The id of a piece of text, for pieces as `tokenize` cuts them.
+    pub fn piece_id(&self, piece: &str) -> TokenId {
+        if piece == EOS_TEXT {
+            return EOS;
+        }
+        if let Some(&id) = self.ids.get(piece) {
+            return id;
+        }
+        let h = piece.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        UNKNOWN_BASE + (h % 1_000_000) as u32
     }
 
     /// The text of a token, `None` for ids the model never generates.
@@ -88,21 +110,6 @@ impl ToyModel {
             rest = &rest[word_end..];
         }
         ids
-    }
-
-    fn piece_id(&self, piece: &str) -> TokenId {
-        if piece == EOS_TEXT {
-            return EOS;
-        }
-        // The vocabulary is small and regular: a lookup by position would do, but a scan
-        // keeps the code obviously right; prompts are tokenised once per request.
-        if let Some(i) = self.words.iter().position(|w| w == piece) {
-            return i as TokenId + 1;
-        }
-        let h = piece.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-        UNKNOWN_BASE + (h % 1_000_000) as u32
     }
 
     /// Log-probabilities of every candidate (index = token id, 0 = EOS) after `context`.
@@ -138,14 +145,30 @@ impl ToyModel {
     /// Greedy decoding of up to `max_tokens` tokens after `prompt`; stops after EOS (which
     /// is included as the last step).
     pub fn generate(&self, prompt: &[TokenId], max_tokens: usize) -> Vec<Step> {
+        self.generate_with(prompt, max_tokens, |_, top| top[0].0)
+    }
+
+    /// Decoding where `choose(position, top_k)` picks each token (a fault mode bending the
+    /// greedy choice); the step reports the model's true logprob of the chosen token.
+    pub fn generate_with(
+        &self,
+        prompt: &[TokenId],
+        max_tokens: usize,
+        mut choose: impl FnMut(usize, &[(TokenId, f64)]) -> TokenId,
+    ) -> Vec<Step> {
         let mut context = prompt.to_vec();
-        let mut steps = Vec::with_capacity(max_tokens);
-        for _ in 0..max_tokens {
+        let mut steps = Vec::with_capacity(max_tokens.min(4096));
+        for position in 0..max_tokens {
             let lps = self.logprobs(&context);
             let top = top_of(&lps, TOP_K);
-            let Some(&(token, logprob)) = top.first() else {
+            if top.is_empty() {
                 break;
-            };
+            }
+            let token = choose(position, &top);
+            let logprob = lps
+                .get(token as usize)
+                .copied()
+                .unwrap_or(f64::NEG_INFINITY);
             steps.push(Step {
                 token,
                 logprob,
@@ -157,6 +180,12 @@ impl ToyModel {
             context.push(token);
         }
         steps
+    }
+
+    /// Number of tokens the model can generate (EOS and the words); ids outside are prompt
+    /// pieces only.
+    pub fn vocab_len(&self) -> u32 {
+        VOCAB + 1
     }
 }
 
@@ -184,15 +213,30 @@ impl ToyModel {
     }
 }
 
-fn top_of(logprobs: &[f64], k: usize) -> Vec<(TokenId, f64)> {
+/// The `k` best `(token, logprob)` of a distribution, best first, ties by lower id.
+pub fn top_of(logprobs: &[f64], k: usize) -> Vec<(TokenId, f64)> {
+    let better = |a: &(TokenId, f64), b: &(TokenId, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     let mut ranked: Vec<(TokenId, f64)> = logprobs
         .iter()
         .enumerate()
         .map(|(i, &lp)| (i as TokenId, lp))
         .collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    // Selection first: teacher forcing ranks every position of long prompts.
+    if k > 0 && k < ranked.len() {
+        ranked.select_nth_unstable_by(k - 1, better);
+    }
     ranked.truncate(k);
+    ranked.sort_by(better);
     ranked
+}
+
+/// 1-based rank of `token` in a distribution (vLLM's `rank`); tokens the model never
+/// generates rank after the whole vocabulary.
+pub fn rank_of(logprobs: &[f64], token: TokenId) -> usize {
+    match logprobs.get(token as usize) {
+        Some(&lp) => 1 + logprobs.iter().filter(|&&other| other > lp).count(),
+        None => logprobs.len() + 1,
+    }
 }
 
 /// splitmix64's finaliser: a fixed, well-distributed 64-bit mix.
@@ -200,6 +244,11 @@ fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
+}
+
+/// A deterministic uniform draw in [0, 1) keyed by `x`.
+pub fn unit_hash(x: u64) -> f64 {
+    unit(mix(x))
 }
 
 /// Uniform in [0, 1) from the top 53 bits.

@@ -1,0 +1,79 @@
+//! One pooled HTTP client per server under test, with its connections opened before any
+//! timing starts, so no measured request pays for a TCP handshake.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use crate::HarnessError;
+
+/// An OpenAI-compatible server: its base URL and the shared client that talks to it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    base: String,
+    pub(crate) client: reqwest::Client,
+}
+
+impl Target {
+    /// `base_url` is `http://host:port` (a trailing `/` or `/v1` is accepted).
+    pub fn new(
+        base_url: &str,
+        pool: usize,
+        connect_timeout: Duration,
+    ) -> Result<Self, HarnessError> {
+        let mut base = base_url.trim_end_matches('/').to_string();
+        if let Some(stripped) = base.strip_suffix("/v1") {
+            base = stripped.to_string();
+        }
+        let parsed = reqwest::Url::parse(&base).map_err(|e| HarnessError::BadUrl {
+            url: base_url.to_string(),
+            reason: e.to_string(),
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(HarnessError::BadUrl {
+                url: base_url.to_string(),
+                reason: "only http:// and https:// are supported".into(),
+            });
+        }
+        let client = reqwest::Client::builder()
+            .http1_only()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(pool.max(1))
+            .pool_idle_timeout(Duration::from_secs(300))
+            .connect_timeout(connect_timeout)
+            .build()
+            .map_err(|e| HarnessError::Client(e.to_string()))?;
+        Ok(Self { base, client })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Opens `n` connections at once (all requests are in flight together, so none can
+    /// reuse another's) and leaves them idle in the pool.
+    pub async fn warm(&self, n: usize) -> Result<(), HarnessError> {
+        let url = self.url("/health");
+        let results = join_all((0..n.max(1)).map(|_| async {
+            let resp = self.client.get(&url).send().await?;
+            resp.bytes().await
+        }))
+        .await;
+        for r in results {
+            r.map_err(|e| HarnessError::Unreachable {
+                url: url.clone(),
+                reason: crate::error_chain(&e),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// `GET /health` answered 200.
+    pub async fn healthy(&self) -> bool {
+        matches!(self.client.get(self.url("/health")).send().await, Ok(r) if r.status().is_success())
+    }
+}

@@ -1,0 +1,56 @@
+//! What the harness sends and how long it waits: the knobs of SPEC §7.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Per-run settings. Defaults are SPEC §7's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HarnessConfig {
+    /// `model` in every request.
+    pub model: String,
+    pub max_tokens: u32,
+    pub top_logprobs: u8,
+    /// Requests in flight during the throughput phase.
+    pub concurrency: usize,
+    /// Total time one request may take, headers to `[DONE]`.
+    #[serde(with = "millis")]
+    pub deadline: Duration,
+    /// Longest silence between two events before the stream counts as stalled.
+    #[serde(with = "millis")]
+    pub stall_timeout: Duration,
+    /// Most bytes one response may send.
+    pub byte_cap: u64,
+    /// Time to connect (not part of any measurement: connections are opened beforehand).
+    #[serde(with = "millis")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for HarnessConfig {
+    fn default() -> Self {
+        Self {
+            model: "Qwen2.5-72B-Instruct".to_string(),
+            max_tokens: 256,
+            top_logprobs: 5,
+            concurrency: 32,
+            deadline: Duration::from_secs(300),
+            stall_timeout: Duration::from_secs(60),
+            byte_cap: 4 << 20,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}

@@ -1,0 +1,84 @@
+//! One contestant against the baseline, end to end: the pieces the pod and `cacheon bench`
+//! share, so a miner testing locally runs exactly what validators run.
+//!
+//! The order follows SPEC §6: contestants are measured first, then the baseline runs the
+//! same prompts once for its timings and greedy reference, then every contestant's output
+//! is teacher-forced through it and judged.
+
+use std::collections::HashMap;
+
+use cacheon_core::gate::{judge, GateThresholds, GateVerdict};
+use cacheon_core::prompts::{Prompt, PromptSet};
+use cacheon_core::score::{score, InvalidBaseline, Speed};
+use serde::{Deserialize, Serialize};
+
+use crate::baseline::{self, Baseline, BaselineError, Reference};
+use crate::metrics::{summarize, Summary};
+use crate::workload::WorkloadRun;
+
+/// A contestant's measurements and gate verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub summary: Summary,
+    pub verdict: GateVerdict,
+}
+
+impl Evaluation {
+    pub fn speed(&self) -> Speed {
+        Speed {
+            ttft_s: self.summary.ttft_s,
+            tps: self.summary.tps,
+        }
+    }
+}
+
+fn by_index(prompts: &PromptSet) -> HashMap<usize, Prompt> {
+    prompts
+        .prompts
+        .iter()
+        .map(|p| (p.index, p.clone()))
+        .collect()
+}
+
+/// The baseline's own timings and its greedy reference for every scored prompt.
+pub async fn measure_baseline(
+    baseline: &Baseline,
+    prompts: &PromptSet,
+    run: &WorkloadRun,
+) -> Result<(Summary, Reference), BaselineError> {
+    let scored: Vec<_> = run.scored().collect();
+    let reference = baseline::reference(baseline, &by_index(prompts), &scored).await?;
+    let counts = reference.counts();
+    Ok((summarize(run, &counts, None), reference))
+}
+
+/// Gathers the gate's evidence for a contestant's run and judges it.
+pub async fn evaluate(
+    baseline: &Baseline,
+    prompts: &PromptSet,
+    reference: &Reference,
+    run: &WorkloadRun,
+    thresholds: &GateThresholds,
+) -> Result<Evaluation, BaselineError> {
+    let scored: Vec<_> = run.scored().collect();
+    let (evidence, counts) =
+        baseline::evidence(baseline, &by_index(prompts), reference, &scored).await?;
+    let verdict = judge(thresholds, &evidence);
+    let summary = summarize(run, &counts, Some(&reference.counts()));
+    Ok(Evaluation { summary, verdict })
+}
+
+/// SPEC §1's score of a judged contestant against the baseline's summary.
+pub fn contestant_score(
+    contestant: &Evaluation,
+    baseline: &Summary,
+) -> Result<f64, InvalidBaseline> {
+    score(
+        contestant.verdict.passed,
+        contestant.speed(),
+        Speed {
+            ttft_s: baseline.ttft_s,
+            tps: baseline.tps,
+        },
+    )
+}

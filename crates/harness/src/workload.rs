@@ -1,0 +1,167 @@
+//! The SPEC §7 workload against one server: warm-ups and the latency phase one request at
+//! a time, then the throughput phase at fixed concurrency. Every request is spawned on its
+//! own task so a busy stream never delays the stamping of another's events.
+
+use std::sync::Arc;
+
+use cacheon_core::prompts::{Phase, Prompt, PromptSet};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::client::Target;
+use crate::config::HarnessConfig;
+use crate::stream::{nanos, stream_chat, StreamRecord};
+use crate::HarnessError;
+
+/// Every scored request of one server, in prompt order within each phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadRun {
+    pub base_url: String,
+    pub concurrency: usize,
+    pub warmups_discarded: usize,
+    pub latency: Vec<StreamRecord>,
+    pub throughput: Vec<StreamRecord>,
+    /// Nanoseconds from the start of the run to its end.
+    pub elapsed_ns: u64,
+}
+
+impl WorkloadRun {
+    /// Every scored record (latency then throughput).
+    pub fn scored(&self) -> impl Iterator<Item = &StreamRecord> {
+        self.latency.iter().chain(&self.throughput)
+    }
+}
+
+/// Progress, for a bar or a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub phase: Phase,
+    pub done: usize,
+    pub total: usize,
+}
+
+/// Runs the workload; `epoch` is the instant all `sent_ns` are measured from.
+pub async fn run(
+    target: &Target,
+    prompts: &PromptSet,
+    cfg: &HarnessConfig,
+    epoch: Instant,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<WorkloadRun, HarnessError> {
+    // Open every connection the throughput phase will use before any timing.
+    target.warm(cfg.concurrency).await?;
+
+    let phase_prompts = |phase: Phase| -> Vec<Prompt> { prompts.phase(phase).cloned().collect() };
+    let warmups = sequential(
+        target,
+        cfg,
+        epoch,
+        Phase::Warmup,
+        phase_prompts(Phase::Warmup),
+        progress,
+    )
+    .await;
+    let latency = sequential(
+        target,
+        cfg,
+        epoch,
+        Phase::Latency,
+        phase_prompts(Phase::Latency),
+        progress,
+    )
+    .await;
+    let throughput = throughput_phase(
+        target,
+        cfg,
+        epoch,
+        phase_prompts(Phase::Throughput),
+        progress,
+    )
+    .await?;
+    Ok(WorkloadRun {
+        base_url: target.base_url().to_string(),
+        concurrency: cfg.concurrency,
+        warmups_discarded: warmups.len(),
+        latency,
+        throughput,
+        elapsed_ns: nanos(epoch.elapsed()),
+    })
+}
+
+async fn sequential(
+    target: &Target,
+    cfg: &HarnessConfig,
+    epoch: Instant,
+    phase: Phase,
+    list: Vec<Prompt>,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Vec<StreamRecord> {
+    let total = list.len();
+    let mut records = Vec::with_capacity(total);
+    for (done, p) in list.iter().enumerate() {
+        records.push(stream_chat(target, cfg, epoch, p.index, phase, &p.messages).await);
+        progress(Progress {
+            phase,
+            done: done + 1,
+            total,
+        });
+    }
+    records
+}
+
+async fn throughput_phase(
+    target: &Target,
+    cfg: &HarnessConfig,
+    epoch: Instant,
+    list: Vec<Prompt>,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Vec<StreamRecord>, HarnessError> {
+    let total = list.len();
+    let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    let mut records = Vec::with_capacity(total);
+    let mut done = 0;
+    for p in list {
+        // Wait for a free slot; meanwhile collect what has finished.
+        let permit = loop {
+            tokio::select! {
+                biased;
+                permit = slots.clone().acquire_owned() => {
+                    break permit.map_err(|_| HarnessError::Internal("semaphore closed".into()))?;
+                }
+                Some(joined) = tasks.join_next() => {
+                    records.push(joined.map_err(|e| HarnessError::Internal(e.to_string()))?);
+                    done += 1;
+                    progress(Progress { phase: Phase::Throughput, done, total });
+                }
+            }
+        };
+        let (target, cfg) = (target.clone(), cfg.clone());
+        tasks.spawn(async move {
+            let r = stream_chat(
+                &target,
+                &cfg,
+                epoch,
+                p.index,
+                Phase::Throughput,
+                &p.messages,
+            )
+            .await;
+            drop(permit);
+            r
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        records.push(joined.map_err(|e| HarnessError::Internal(e.to_string()))?);
+        done += 1;
+        progress(Progress {
+            phase: Phase::Throughput,
+            done,
+            total,
+        });
+    }
+    records.sort_by_key(|r| r.prompt_index);
+    Ok(records)
+}

@@ -1,0 +1,300 @@
+//! One streamed chat completion: generation, framing as server-sent events, and pacing.
+//!
+//! Times are absolute from the moment the request arrived (first content chunk at
+//! `ttft`, then one token every `itl`), so scheduling jitter never accumulates. Fault modes
+//! change what is generated, what is claimed, or how the bytes are framed and paced.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::fault::Fault;
+use crate::model::{Step, EOS};
+use crate::server::AppState;
+use crate::timeline::FrameKind;
+use crate::wire::{self, Chunk, ChunkChoice, Delta, Logprobs, TokenLogprob, Usage};
+
+/// Everything decided before the first byte is sent.
+pub(crate) struct StreamPlan {
+    pub id: String,
+    pub created: u64,
+    pub steps: Vec<Step>,
+    pub prompt_tokens: usize,
+    pub include_usage: bool,
+    pub logprobs: bool,
+    pub top_logprobs: usize,
+}
+
+/// Where frames go: the response body, or a buffer when bursting.
+struct Sink<'a> {
+    tx: &'a mpsc::Sender<Bytes>,
+    state: &'a AppState,
+    received: Instant,
+    burst: Option<Vec<u8>>,
+    frames: Vec<(Instant, FrameKind)>,
+}
+
+impl Sink<'_> {
+    /// Sends one frame; `false` when the client has gone away.
+    async fn send(&mut self, kind: FrameKind, bytes: Vec<u8>) -> bool {
+        if let Some(buf) = self.burst.as_mut() {
+            buf.extend_from_slice(&bytes);
+            return true;
+        }
+        let ok = self.tx.send(Bytes::from(bytes)).await.is_ok();
+        if self.state.timeline.is_some() {
+            self.frames.push((Instant::now(), kind));
+        }
+        ok
+    }
+
+    async fn flush_burst(&mut self) -> bool {
+        match self.burst.take() {
+            Some(buf) => self.send(FrameKind::Content, buf).await,
+            None => true,
+        }
+    }
+}
+
+pub(crate) async fn pace(
+    state: Arc<AppState>,
+    plan: StreamPlan,
+    tx: mpsc::Sender<Bytes>,
+    received: Instant,
+) {
+    let cfg = &state.cfg;
+    let fault = cfg.fault;
+    let mut sink = Sink {
+        tx: &tx,
+        state: &state,
+        received,
+        burst: (fault == Some(Fault::Burst)).then(Vec::new),
+        frames: Vec::new(),
+    };
+    let eol: &[u8] = if cfg.crlf { b"\r\n" } else { b"\n" };
+    let frame = |json: Vec<u8>| -> Vec<u8> {
+        let mut out = Vec::with_capacity(json.len() + 10);
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&json);
+        out.extend_from_slice(eol);
+        out.extend_from_slice(eol);
+        out
+    };
+    let chunk = |choices: Vec<ChunkChoice>, usage: Option<Usage>| -> Vec<u8> {
+        let c = Chunk {
+            id: &plan.id,
+            object: "chat.completion.chunk",
+            created: plan.created,
+            model: &cfg.model_name,
+            choices,
+            usage,
+        };
+        frame(serde_json::to_vec(&c).unwrap_or_default())
+    };
+
+    // Role first, as soon as the request is accepted: the harness must not mistake it for
+    // the first token.
+    let role = chunk(
+        vec![ChunkChoice {
+            index: 0,
+            delta: Delta {
+                role: Some("assistant"),
+                content: Some(String::new()),
+            },
+            logprobs: None,
+            finish_reason: None,
+        }],
+        None,
+    );
+    if !sink.send(FrameKind::Role, role).await {
+        return;
+    }
+
+    let ended_on_eos = plan.steps.last().is_some_and(|s| s.token == EOS);
+    let mut visible: Vec<&Step> = plan.steps.iter().filter(|s| s.token != EOS).collect();
+    let mut truncated = false;
+    if let Some(Fault::Truncate(n)) = fault {
+        truncated = visible.len() > n;
+        visible.truncate(n);
+    }
+    let endless = fault == Some(Fault::Endless) && !visible.is_empty();
+    let per_chunk = cfg.tokens_per_chunk.max(1);
+    let n_chunks = visible.len().div_ceil(per_chunk);
+    let mut extra = Duration::ZERO;
+    let mut k = 0usize;
+    let mut position = 0usize;
+    while endless || k < n_chunks {
+        let start = (k * per_chunk) % visible.len().max(1);
+        let group: Vec<&Step> = if endless {
+            (0..per_chunk)
+                .map(|i| visible[(start + i) % visible.len()])
+                .collect()
+        } else {
+            visible[start..(start + per_chunk).min(visible.len())].to_vec()
+        };
+        let last_token = (k + 1) * per_chunk - 1;
+        let due = received + cfg.ttft + cfg.itl * last_token as u32 + extra;
+        if sink.burst.is_none() {
+            tokio::time::sleep_until(due).await;
+        } else if !endless && k + 1 == n_chunks {
+            // Bursting: the last chunk is due when honest pacing would have finished.
+            tokio::time::sleep_until(due).await;
+        }
+        if cfg.keepalive
+            && !sink
+                .send(FrameKind::Comment, [b": keep-alive", eol, eol].concat())
+                .await
+        {
+            return;
+        }
+        let is_last = !endless && k + 1 == n_chunks;
+        let finish = if is_last && fault != Some(Fault::NoFinishReason) {
+            Some(wire::finish_reason(ended_on_eos.then_some(EOS), truncated))
+        } else {
+            None
+        };
+        let content: String = group
+            .iter()
+            .map(|s| wire::token_text(&state.model, s.token))
+            .collect();
+        let logprobs = (plan.logprobs && fault != Some(Fault::NoLogprobs)).then(|| Logprobs {
+            content: group
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let claimed = claimed_logprob(fault, s.logprob, position + i);
+                    let top = &s.top[..s.top.len().min(plan.top_logprobs)];
+                    TokenLogprob::new(&state.model, s.token, claimed, top)
+                })
+                .collect(),
+        });
+        position += group.len();
+        let bytes = chunk(
+            vec![ChunkChoice {
+                index: 0,
+                delta: Delta {
+                    role: None,
+                    content: Some(content),
+                },
+                logprobs,
+                finish_reason: finish,
+            }],
+            None,
+        );
+        if !sink.send(FrameKind::Content, bytes).await {
+            return;
+        }
+        match (fault, k) {
+            (Some(Fault::OversizedChunk(size)), 0) => {
+                let mut big =
+                    b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"".to_vec();
+                big.resize(big.len() + size, b'x');
+                big.extend_from_slice(b"\"}}]}");
+                big.extend_from_slice(eol);
+                big.extend_from_slice(eol);
+                if !sink.send(FrameKind::Other, big).await {
+                    return;
+                }
+            }
+            (Some(Fault::InvalidUtf8), 1) => {
+                let bad = frame(
+                    b"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\xff\xfe\"}}]}".to_vec(),
+                );
+                if !sink.send(FrameKind::Other, bad).await {
+                    return;
+                }
+            }
+            (Some(Fault::MalformedJson), 1) => {
+                if !sink
+                    .send(
+                        FrameKind::Other,
+                        frame(b"{\"choices\":[{\"index\":0,\"delta\":".to_vec()),
+                    )
+                    .await
+                {
+                    return;
+                }
+            }
+            (Some(Fault::ErrorMidStream), 1) => {
+                let err = wire::ErrorBody {
+                    object: "error",
+                    message: "CUDA error: an illegal memory access was encountered".into(),
+                    kind: "InternalServerError",
+                    code: 500,
+                };
+                let body = serde_json::json!({ "error": err });
+                let _ = sink
+                    .send(FrameKind::Other, frame(body.to_string().into_bytes()))
+                    .await;
+                let _ = sink
+                    .send(FrameKind::Done, [b"data: [DONE]", eol, eol].concat())
+                    .await;
+                return record(sink, &plan.id);
+            }
+            (Some(Fault::Stall(d)), 2) => extra += d,
+            _ => {}
+        }
+        k += 1;
+    }
+    if n_chunks == 0 {
+        // Nothing to say: still end the stream properly.
+        let finish = (fault != Some(Fault::NoFinishReason))
+            .then(|| wire::finish_reason(ended_on_eos.then_some(EOS), truncated));
+        let bytes = chunk(
+            vec![ChunkChoice {
+                index: 0,
+                delta: Delta::default(),
+                logprobs: None,
+                finish_reason: finish,
+            }],
+            None,
+        );
+        if !sink.send(FrameKind::Content, bytes).await {
+            return;
+        }
+    }
+    if plan.include_usage {
+        let usage = Usage {
+            prompt_tokens: plan.prompt_tokens,
+            completion_tokens: plan.steps.len(),
+            total_tokens: plan.prompt_tokens + plan.steps.len(),
+        };
+        if !sink
+            .send(FrameKind::Usage, chunk(Vec::new(), Some(usage)))
+            .await
+        {
+            return;
+        }
+    }
+    if fault != Some(Fault::NoDone)
+        && !sink
+            .send(FrameKind::Done, [b"data: [DONE]", eol, eol].concat())
+            .await
+    {
+        return;
+    }
+    if sink.flush_burst().await {
+        record(sink, &plan.id);
+    }
+}
+
+fn record(sink: Sink<'_>, id: &str) {
+    if let Some(timeline) = &sink.state.timeline {
+        timeline.record(id, sink.received, sink.frames);
+    }
+}
+
+/// The logprob a server claims for a token, bent by the fault modes that lie about it.
+fn claimed_logprob(fault: Option<Fault>, truth: f64, position: usize) -> f64 {
+    match fault {
+        Some(Fault::FakeLogprobs) => 0.0,
+        Some(Fault::Jitter(sigma)) => {
+            let u = crate::model::unit_hash(position as u64 ^ 0x5eed);
+            truth + sigma * (2.0 * u - 1.0)
+        }
+        _ => truth,
+    }
+}
