@@ -72,8 +72,28 @@ impl Target {
         Ok(())
     }
 
-    /// `GET /health` answered 200.
-    pub async fn healthy(&self) -> bool {
-        matches!(self.client.get(self.url("/health")).send().await, Ok(r) if r.status().is_success())
+    /// Polls `GET /health` every `every` until it answers 200; each poll, and the whole
+    /// wait, is bounded by `within`.
+    pub async fn wait_healthy(
+        &self,
+        within: Duration,
+        every: Duration,
+    ) -> Result<(), HarnessError> {
+        let url = self.url("/health");
+        let deadline = tokio::time::Instant::now() + within;
+        let mut last = String::from("no answer yet");
+        loop {
+            let poll = self.client.get(&url).send();
+            match tokio::time::timeout_at(deadline, poll).await {
+                Ok(Ok(r)) if r.status().is_success() => return Ok(()),
+                Ok(Ok(r)) => last = format!("HTTP {}", r.status()),
+                Ok(Err(e)) => last = crate::error_chain(&e),
+                Err(_) => last = format!("{last}; no answer within {within:?}"),
+            }
+            if tokio::time::Instant::now() + every >= deadline {
+                return Err(HarnessError::Unhealthy { url, last });
+            }
+            tokio::time::sleep(every).await;
+        }
     }
 }

@@ -73,12 +73,9 @@ pub fn contestant_score(
     contestant: &Evaluation,
     baseline: &Summary,
 ) -> Result<f64, InvalidBaseline> {
-    score(
-        contestant.verdict.passed,
-        contestant.speed(),
-        Speed {
-            ttft_s: baseline.ttft_s,
-            tps: baseline.tps,
-        },
-    )
+    let baseline = Speed {
+        ttft_s: baseline.ttft_s,
+        tps: baseline.tps,
+    };
+    score(contestant.verdict.passed, baseline, contestant.speed())
 }

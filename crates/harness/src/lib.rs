@@ -33,6 +33,8 @@ pub enum HarnessError {
     Client(String),
     #[error("cannot reach {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    #[error("{url} did not answer 200 in time (last: {last})")]
+    Unhealthy { url: String, last: String },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -412,3 +412,47 @@ fn clip(s: &str) -> &str {
 pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(cap: u64) -> Guard {
+        Guard {
+            cap,
+            total: 0,
+            line: 0,
+            pending: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_character_split_across_reads_is_fine_and_a_bad_byte_is_not() {
+        let text = "data: {\"content\":\"日本語\"}\n\n".as_bytes();
+        for cut in 1..text.len() {
+            let mut g = guard(1 << 20);
+            g.check(&text[..cut]).unwrap();
+            g.check(&text[cut..]).unwrap();
+            assert!(g.pending.is_empty(), "cut at {cut}");
+        }
+        let mut g = guard(1 << 20);
+        assert!(matches!(
+            g.check(b"data: \xff\n"),
+            Err(Transport::InvalidUtf8)
+        ));
+    }
+
+    #[test]
+    fn caps_on_total_bytes_and_line_length() {
+        let mut g = guard(10);
+        g.check(b"0123456789").unwrap();
+        assert!(matches!(g.check(b"x"), Err(Transport::ByteCap)));
+        let mut g = guard(u64::MAX);
+        let line = vec![b'a'; MAX_LINE / 2];
+        g.check(&line).unwrap();
+        g.check(b"\n").unwrap();
+        g.check(&line).unwrap();
+        g.check(&line).unwrap(); // exactly MAX_LINE
+        assert!(matches!(g.check(b"b"), Err(Transport::LineTooLong)));
+    }
+}

@@ -2,10 +2,10 @@
 //!
 //! - Tokens are words with their leading whitespace (`" foo"`), so the text a server streams
 //!   re-tokenises to exactly the tokens it generated, as with a real BPE on plain words.
-//! - The next-token distribution depends on the last three tokens only. One candidate is
-//!   strongly preferred (greedy is well defined); at about one position in twenty a second
-//!   candidate is a near-tie 0.2 nats behind, the case where real kernels on different
-//!   hardware may legitimately disagree.
+//! - The next-token distribution depends on the last three tokens and the position only.
+//!   One candidate is strongly preferred (greedy is well defined); at about one position in
+//!   twenty a second candidate is a near-tie 0.2 nats behind, the case where real kernels
+//!   on different hardware may legitimately disagree.
 //! - End-of-sequence becomes top-1 at context-dependent points, so some answers stop before
 //!   `max_tokens` and some do not.
 //!
@@ -115,9 +115,10 @@ impl ToyModel {
     /// Log-probabilities of every candidate (index = token id, 0 = EOS) after `context`.
     pub fn logprobs(&self, context: &[TokenId]) -> Vec<f64> {
         let tail: Vec<TokenId> = context.iter().rev().take(3).copied().collect();
-        let ctx = tail
-            .iter()
-            .fold(0x9e37_79b9_7f4a_7c15_u64, |h, &t| mix(h ^ u64::from(t)));
+        // The position (mod a prime) makes different prompts answer differently although
+        // every chat prompt ends with the same template tokens.
+        let seed = mix(0x9e37_79b9_7f4a_7c15 ^ (context.len() as u64 % 1009));
+        let ctx = tail.iter().fold(seed, |h, &t| mix(h ^ u64::from(t)));
         let preferred = 1 + (mix(ctx ^ 1) % u64::from(VOCAB)) as usize;
         let runner_up = 1 + (mix(ctx ^ 2) % u64::from(VOCAB)) as usize;
         let near_tie = mix(ctx ^ 3) % NEAR_TIE_EVERY == 0 && runner_up != preferred;

@@ -1,0 +1,184 @@
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+//! One test per mock fault mode: the harness or the gate names the right reason, and a
+//! failing contestant scores zero. None of these would pass if the check were missing.
+
+mod common;
+
+use std::time::Duration;
+
+use cacheon_core::gate::StreamFault;
+use cacheon_harness::{HarnessConfig, Target};
+use cacheon_mockminer::{Fault, MockConfig, RunningMock};
+use common::{config, failed_checks, judge, miner, prompts, stream_faults, Judged};
+
+async fn judged(fault: Fault, cfg: &HarnessConfig) -> Judged {
+    let j = judge(miner(Some(fault)), cfg, &prompts(1, 3, 4)).await;
+    assert!(!j.miner.verdict.passed, "{fault} passed the gate");
+    assert_eq!(j.score, 0.0, "{fault} scored");
+    j
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_tokens_after_n_fail_agreement_and_reference() {
+    let j = judged(Fault::WrongAfter(4), &config()).await;
+    assert_eq!(failed_checks(&j.miner), ["low_agreement", "off_reference"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_logprobs_are_dishonest() {
+    let j = judged(Fault::FakeLogprobs, &config()).await;
+    assert_eq!(failed_checks(&j.miner), ["dishonest_logprobs"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_logprobs_are_reported() {
+    let j = judged(Fault::NoLogprobs, &config()).await;
+    assert_eq!(failed_checks(&j.miner), ["logprobs_missing"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncation_is_too_short() {
+    let j = judged(Fault::Truncate(5), &config()).await;
+    assert_eq!(failed_checks(&j.miner), ["too_short"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_past_the_timeout_is_reported_as_stalled() {
+    let cfg = HarnessConfig {
+        stall_timeout: Duration::from_millis(300),
+        ..config()
+    };
+    let j = judged(Fault::Stall(Duration::from_secs(3)), &cfg).await;
+    assert_eq!(stream_faults(&j.miner), [StreamFault::Stalled]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_stream_hits_the_deadline() {
+    let cfg = HarnessConfig {
+        deadline: Duration::from_millis(400),
+        ..config()
+    };
+    let j = judged(Fault::Endless, &cfg).await;
+    assert_eq!(stream_faults(&j.miner), [StreamFault::DeadlineExceeded]);
+    for r in j.miner_run.scored() {
+        let end = r.events.last().unwrap().at_ns;
+        assert!(end < 1_000_000_000, "kept reading for {end} ns");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_chunk_hits_the_byte_cap() {
+    let j = judged(Fault::OversizedChunk(2 << 20), &config()).await;
+    assert_eq!(stream_faults(&j.miner), [StreamFault::ByteCapExceeded]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_is_reported() {
+    let j = judged(Fault::InvalidUtf8, &config()).await;
+    assert_eq!(stream_faults(&j.miner), [StreamFault::InvalidUtf8]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_is_reported() {
+    let j = judged(Fault::MalformedJson, &config()).await;
+    assert_eq!(stream_faults(&j.miner), [StreamFault::InvalidJson]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_object_inside_a_200_stream_is_reported() {
+    let j = judged(Fault::ErrorMidStream, &config()).await;
+    assert_eq!(stream_faults(&j.miner), [StreamFault::ErrorEvent]);
+    let detail = j.miner_run.latency[0].detail.clone().unwrap();
+    assert!(detail.contains("illegal memory access"), "{detail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_done_is_reported() {
+    let j = judged(Fault::NoDone, &config()).await;
+    assert_eq!(stream_faults(&j.miner), [StreamFault::MissingDone]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_finish_reason_is_reported() {
+    let j = judged(Fault::NoFinishReason, &config()).await;
+    assert_eq!(stream_faults(&j.miner), [StreamFault::MissingFinishReason]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_error_is_reported_with_its_status() {
+    let j = judged(Fault::Http500, &config()).await;
+    assert_eq!(stream_faults(&j.miner), [StreamFault::HttpStatus]);
+    assert_eq!(j.miner_run.latency[0].status, Some(500));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_sse_is_malformed() {
+    let j = judged(Fault::GarbageSse, &config()).await;
+    assert_eq!(stream_faults(&j.miner), [StreamFault::MalformedSse]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_measured_as_late_tokens_not_as_speed() {
+    // The server computes at the honest pace but sends everything at the end: its TTFT is
+    // its whole generation time, which the harness must report.
+    let cfg = config();
+    let p = prompts(1, 3, 4);
+    let pace = MockConfig {
+        ttft: Duration::from_millis(5),
+        itl: Duration::from_millis(3),
+        ..MockConfig::default()
+    };
+    let burst = judge(
+        MockConfig {
+            fault: Some(Fault::Burst),
+            ..pace.clone()
+        },
+        &cfg,
+        &p,
+    )
+    .await;
+    assert!(burst.miner.verdict.passed, "a burst is honest content");
+    for r in &burst.miner_run.latency {
+        let tokens = r.logprobs.as_ref().unwrap().len() as u64;
+        let ttft = r.ttft_ns().unwrap();
+        let floor = 5_000_000 + (tokens - 1) * 3_000_000;
+        assert!(
+            ttft >= floor,
+            "ttft {ttft} ns < {floor} ns for {tokens} tokens"
+        );
+    }
+    let paced = judge(pace, &cfg, &p).await;
+    assert!(burst.miner.summary.ttft_s > 3.0 * paced.miner.summary.ttft_s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_and_slow_health_are_told_apart_from_healthy() {
+    let poll = Duration::from_millis(20);
+    let failing = RunningMock::start(miner(Some(Fault::FailingHealth)))
+        .await
+        .unwrap();
+    let t = Target::new(&failing.url(), 1, Duration::from_secs(1)).unwrap();
+    let err = t
+        .wait_healthy(Duration::from_millis(300), poll)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+
+    let slow = RunningMock::start(miner(Some(Fault::SlowHealth(Duration::from_millis(500)))))
+        .await
+        .unwrap();
+    let t = Target::new(&slow.url(), 1, Duration::from_secs(1)).unwrap();
+    let err = t
+        .wait_healthy(Duration::from_millis(200), poll)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no answer within"), "{err}");
+    t.wait_healthy(Duration::from_secs(5), poll).await.unwrap();
+
+    let nobody = Target::new("http://127.0.0.1:9", 1, Duration::from_secs(1)).unwrap();
+    assert!(nobody
+        .wait_healthy(Duration::from_millis(100), poll)
+        .await
+        .is_err());
+}

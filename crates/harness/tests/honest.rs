@@ -1,0 +1,121 @@
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+//! An honest server passes the gate however it frames its stream, and with the noise real
+//! hardware adds: near-tie flips and small logprob differences.
+
+mod common;
+
+use std::time::Duration;
+
+use cacheon_mockminer::{Fault, MockConfig};
+use common::{config, failed_checks, judge, miner, prompts};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honest_mock_agrees_with_the_baseline_exactly() {
+    let p = prompts(1, 4, 8);
+    let j = judge(miner(None), &config(), &p).await;
+    assert!(j.miner.verdict.passed, "{:?}", failed_checks(&j.miner));
+    assert_eq!(j.miner.verdict.pass_fraction, 1.0);
+    for r in j.miner_run.scored() {
+        assert_eq!(r.fault, None, "{:?}", r.detail);
+        assert!(r.done);
+        let usage = r.usage.unwrap();
+        // Validator-side count equals the server's (+1 for an EOS the server counts).
+        let counted = j
+            .miner
+            .summary
+            .requests
+            .iter()
+            .find(|m| m.prompt_index == r.prompt_index)
+            .unwrap()
+            .output_tokens as u64;
+        assert!(usage.completion_tokens == counted || usage.completion_tokens == counted + 1);
+    }
+    // The miner is faster than the baseline on both counts, so it scores above zero.
+    assert!(j.miner.summary.ttft_s < j.baseline.ttft_s);
+    assert!(j.score > 0.0, "{}", j.score);
+    // Every scored prompt credited at most the baseline's count.
+    assert_eq!(j.miner.summary.credited_tokens, j.baseline.credited_tokens);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_token_chunks_keepalive_comments_and_crlf_are_read_exactly() {
+    let p = prompts(1, 4, 8);
+    let plain = judge(miner(None), &config(), &p).await;
+    let framed = judge(
+        MockConfig {
+            tokens_per_chunk: 3,
+            keepalive: true,
+            crlf: true,
+            ..miner(None)
+        },
+        &config(),
+        &p,
+    )
+    .await;
+    assert!(
+        framed.miner.verdict.passed,
+        "{:?}",
+        failed_checks(&framed.miner)
+    );
+    for (a, b) in plain.miner_run.scored().zip(framed.miner_run.scored()) {
+        assert_eq!(a.text, b.text);
+        assert_eq!(a.logprobs, b.logprobs);
+        assert_eq!(b.fault, None);
+        // Several logprob entries per chunk: about a third as many token events.
+        let events =
+            |r: &cacheon_harness::StreamRecord| r.events.iter().filter(|e| e.has_token()).count();
+        assert!(
+            events(b) <= events(a).div_ceil(3),
+            "{} vs {}",
+            events(b),
+            events(a)
+        );
+        assert!(b.events.iter().any(|e| e.tokens == 3));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_tie_flips_at_a_realistic_rate_pass() {
+    let p = prompts(1, 8, 16);
+    let j = judge(miner(Some(Fault::FlipTies(0.5))), &config(), &p).await;
+    assert!(j.miner.verdict.passed, "{:?}", failed_checks(&j.miner));
+    // The flips happened: some outputs differ from the greedy reference.
+    let honest = judge(miner(None), &config(), &p).await;
+    let differing = j
+        .miner_run
+        .scored()
+        .zip(honest.miner_run.scored())
+        .filter(|(a, b)| a.text != b.text)
+        .count();
+    assert!(differing > 0, "no near-tie was flipped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_logprob_jitter_passes_and_large_fails() {
+    let p = prompts(1, 4, 8);
+    let small = judge(miner(Some(Fault::Jitter(0.05))), &config(), &p).await;
+    assert!(
+        small.miner.verdict.passed,
+        "{:?}",
+        failed_checks(&small.miner)
+    );
+    let large = judge(miner(Some(Fault::Jitter(1.0))), &config(), &p).await;
+    assert!(!large.miner.verdict.passed);
+    assert_eq!(failed_checks(&large.miner), ["dishonest_logprobs"]);
+    assert_eq!(large.score, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slower_honest_server_passes_and_scores_zero() {
+    let p = prompts(1, 4, 8);
+    let slow = MockConfig {
+        ttft: Duration::from_millis(30),
+        itl: Duration::from_millis(4),
+        ..MockConfig::default()
+    };
+    let j = judge(slow, &config(), &p).await;
+    assert!(j.miner.verdict.passed);
+    assert!(j.miner.summary.ttft_s > j.baseline.ttft_s);
+    assert_eq!(j.score, 0.0);
+}
