@@ -4,6 +4,7 @@
 mod args;
 mod commands;
 mod logging;
+mod shutdown;
 mod workload;
 
 use clap::Parser;
@@ -34,5 +35,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Db {
             command: DbCommand::Migrate(a),
         } => commands::db::migrate(&a).await,
+        Command::MockMiner(a) => commands::mock_miner::run(&a).await,
+        Command::Bench(a) => commands::bench::run(&a).await,
     }
 }

@@ -128,6 +128,57 @@ pub enum GateFailure {
     },
 }
 
+impl GateFailure {
+    /// Stable snake_case name of the check that failed.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GateFailure::InvalidStream { .. } => "invalid_stream",
+            GateFailure::LowAgreement { .. } => "low_agreement",
+            GateFailure::OffReference { .. } => "off_reference",
+            GateFailure::LogprobsMissing => "logprobs_missing",
+            GateFailure::LogprobsMisaligned { .. } => "logprobs_misaligned",
+            GateFailure::DishonestLogprobs { .. } => "dishonest_logprobs",
+            GateFailure::TooShort { .. } => "too_short",
+        }
+    }
+}
+
+impl std::fmt::Display for GateFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GateFailure::InvalidStream { fault } => write!(f, "invalid stream ({fault:?})"),
+            GateFailure::LowAgreement {
+                rate,
+                first_disagreement,
+            } => write!(
+                f,
+                "agreement {:.1}% with the baseline, first disagreement at token {first_disagreement}",
+                rate * 100.0
+            ),
+            GateFailure::OffReference { position, token } => write!(
+                f,
+                "token {token} at position {position} is outside the baseline's top-{TOP_K}"
+            ),
+            GateFailure::LogprobsMissing => f.write_str("no logprobs streamed"),
+            GateFailure::LogprobsMisaligned { matched, tokens } => write!(
+                f,
+                "only {matched} of {tokens} streamed logprobs line up with the output tokens"
+            ),
+            GateFailure::DishonestLogprobs { mean_abs_diff } => write!(
+                f,
+                "streamed logprobs differ from the baseline's by {mean_abs_diff:.3} nats on average"
+            ),
+            GateFailure::TooShort {
+                tokens,
+                baseline_tokens,
+            } => write!(
+                f,
+                "{tokens} tokens where the baseline wrote {baseline_tokens}, without a legitimate stop"
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestVerdict {
     pub prompt_index: usize,

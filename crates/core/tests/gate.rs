@@ -69,15 +69,7 @@ fn checks(e: &RequestEvidence) -> Vec<&'static str> {
     check_request(&GateThresholds::default(), e)
         .failures
         .iter()
-        .map(|f| match f {
-            GateFailure::InvalidStream { .. } => "invalid_stream",
-            GateFailure::LowAgreement { .. } => "low_agreement",
-            GateFailure::OffReference { .. } => "off_reference",
-            GateFailure::LogprobsMissing => "logprobs_missing",
-            GateFailure::LogprobsMisaligned { .. } => "logprobs_misaligned",
-            GateFailure::DishonestLogprobs { .. } => "dishonest_logprobs",
-            GateFailure::TooShort { .. } => "too_short",
-        })
+        .map(GateFailure::code)
         .collect()
 }
 

@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod evaluate;
 pub mod metrics;
+mod send_stamp;
 pub mod stream;
 mod wire;
 pub mod workload;

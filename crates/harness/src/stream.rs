@@ -200,18 +200,18 @@ pub async fn stream_chat(
     phase: Phase,
     messages: &[ChatMessage],
 ) -> StreamRecord {
-    let body = request_body(cfg, messages);
+    let (body, stamp) = crate::send_stamp::StampedBody::new(request_body(cfg, messages));
     let request = target
         .client
         .post(target.url("/v1/chat/completions"))
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(reqwest::header::ACCEPT, "text/event-stream")
-        .body(body);
+        .body(reqwest::Body::wrap(body));
 
-    let sent = Instant::now();
-    let deadline = sent + cfg.deadline;
-    let mut record = StreamRecord::new(prompt_index, phase, nanos(sent - epoch));
-    let since = |t: Instant| nanos(t - sent);
+    let dispatched = Instant::now();
+    let deadline = dispatched + cfg.deadline;
+    // Until the body is written, the request has not left; times are fixed up at the end.
+    let mut record = StreamRecord::new(prompt_index, phase, nanos(dispatched - epoch));
 
     let response = match tokio::time::timeout_at(deadline, request.send()).await {
         Err(_) => {
@@ -227,7 +227,11 @@ pub async fn stream_chat(
         }
         Ok(Ok(r)) => r,
     };
-    record.headers_ns = Some(since(Instant::now()));
+    let headers_at = Instant::now();
+    let sent = stamp.get().copied().unwrap_or(dispatched);
+    record.sent_ns = nanos(sent.saturating_duration_since(epoch));
+    let since = |t: Instant| nanos(t.saturating_duration_since(sent));
+    record.headers_ns = Some(since(headers_at));
     let status = response.status();
     record.status = Some(status.as_u16());
     if !status.is_success() {
@@ -258,7 +262,7 @@ pub async fn stream_chat(
             Ok(chunk)
         });
     let mut events = counted.eventsource();
-    let mut last = sent;
+    let mut last = headers_at;
     loop {
         let wake = deadline.min(last + cfg.stall_timeout);
         match tokio::time::timeout_at(wake, events.next()).await {

@@ -5,11 +5,11 @@
 //! honest mock with no fault agrees with any other honest mock token for token, so the same
 //! binary serves as miner and as baseline in tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -31,7 +31,7 @@ use crate::chat::{self, ChatRequest, TokenizeRequest};
 use crate::fault::Fault;
 use crate::model::{rank_of, top_of, Step, ToyModel, EOS};
 use crate::stream::{self, StreamPlan};
-use crate::timeline::Timeline;
+use crate::timeline::{FrameKind, Timeline};
 use crate::wire::{
     self, Choice, Completion, ErrorBody, Logprobs, Message, PromptLogprob, TokenLogprob, Usage,
 };
@@ -79,7 +79,13 @@ pub(crate) struct AppState {
     pub permits: Arc<Semaphore>,
     pub timeline: Option<Arc<Timeline>>,
     next_id: AtomicU64,
+    /// Generations by (prompt, max_tokens): the model is deterministic, and a benchmark
+    /// must not measure the mock's own arithmetic.
+    generated: Mutex<HashMap<(u64, usize), Arc<Vec<Step>>>>,
 }
+
+/// Generations kept; the cache is simply emptied when full.
+const GENERATION_CACHE: usize = 4096;
 
 /// The axum application; `timeline` records server-side instants (benchmarks only).
 pub fn router(cfg: MockConfig, timeline: Option<Arc<Timeline>>) -> Router {
@@ -89,13 +95,25 @@ pub fn router(cfg: MockConfig, timeline: Option<Arc<Timeline>>) -> Router {
         model: ToyModel::new(),
         timeline,
         next_id: AtomicU64::new(0),
+        generated: Mutex::new(HashMap::new()),
     });
     Router::new()
         .route("/health", get(health))
         .route("/v1/models", get(models))
         .route("/tokenize", post(tokenize))
         .route("/v1/chat/completions", post(chat_completions))
+        .layer(axum::middleware::from_fn(stamp_arrival))
         .with_state(state)
+}
+
+/// When a request's headers were parsed, before its body is read: the start of the mock's
+/// own TTFT.
+#[derive(Debug, Clone, Copy)]
+struct Arrived(Instant);
+
+async fn stamp_arrival(mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    req.extensions_mut().insert(Arrived(Instant::now()));
+    next.run(req).await
 }
 
 /// Serves until `shutdown` resolves. Nagle is off: tokens are small writes that must not wait.
@@ -229,9 +247,10 @@ async fn tokenize(
 
 async fn chat_completions(
     State(state): State<Arc<AppState>>,
+    arrived: Option<axum::Extension<Arrived>>,
     body: Result<Json<ChatRequest>, JsonRejection>,
 ) -> Response {
-    let received = Instant::now();
+    let received = arrived.map_or_else(Instant::now, |a| a.0 .0);
     let Json(req) = match body {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequestError", e.body_text()),
@@ -283,7 +302,7 @@ async fn chat_completions(
             "shutting down".into(),
         );
     };
-    let steps = generate(&state, &ids, max_tokens);
+    let steps = cached_generation(&state, &ids, max_tokens);
 
     if !req.stream {
         drop(permit);
@@ -313,14 +332,26 @@ async fn chat_completions(
         logprobs: req.logprobs,
         top_logprobs,
     };
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let (tx, rx) = mpsc::channel::<(Bytes, FrameKind)>(64);
+    let timeline = state.timeline.clone();
+    let response_id = plan.id.clone();
+    if let Some(t) = &timeline {
+        t.start(&response_id, received);
+    }
     let task_state = state.clone();
     tokio::spawn(async move {
         stream::pace(task_state, plan, tx, received).await;
         drop(permit);
     });
-    let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>));
-    sse_response(body)
+    // The send instant is stamped as hyper takes the frame to write it, not when the pacing
+    // task queued it: the benchmark compares the harness with the moment bytes left.
+    let frames = ReceiverStream::new(rx).map(move |(bytes, kind)| {
+        if let Some(t) = &timeline {
+            t.stamp(&response_id, kind);
+        }
+        Ok::<_, std::convert::Infallible>(bytes)
+    });
+    sse_response(Body::from_stream(frames))
 }
 
 fn sse_response(body: Body) -> Response {
@@ -329,6 +360,29 @@ fn sse_response(body: Body) -> Response {
         .header(header::CACHE_CONTROL, "no-cache")
         .body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn cached_generation(state: &AppState, ids: &[u32], max_tokens: usize) -> Arc<Vec<Step>> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ids.hash(&mut h);
+    let key = (h.finish(), max_tokens);
+    if let Some(hit) = state
+        .generated
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&key).cloned())
+    {
+        return hit;
+    }
+    let steps = Arc::new(generate(state, ids, max_tokens));
+    if let Ok(mut cache) = state.generated.lock() {
+        if cache.len() >= GENERATION_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, steps.clone());
+    }
+    steps
 }
 
 /// Generation as the configured fault bends it.
@@ -370,7 +424,7 @@ fn whole_completion(
     req: &ChatRequest,
     prompt: &[chat::PromptToken],
     ids: &[u32],
-    steps: Vec<Step>,
+    steps: Arc<Vec<Step>>,
     id: &str,
     created: u64,
     top_logprobs: usize,

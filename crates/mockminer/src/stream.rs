@@ -21,7 +21,7 @@ use crate::wire::{self, Chunk, ChunkChoice, Delta, Logprobs, TokenLogprob, Usage
 pub(crate) struct StreamPlan {
     pub id: String,
     pub created: u64,
-    pub steps: Vec<Step>,
+    pub steps: Arc<Vec<Step>>,
     pub prompt_tokens: usize,
     pub include_usage: bool,
     pub logprobs: bool,
@@ -30,11 +30,8 @@ pub(crate) struct StreamPlan {
 
 /// Where frames go: the response body, or a buffer when bursting.
 struct Sink<'a> {
-    tx: &'a mpsc::Sender<Bytes>,
-    state: &'a AppState,
-    received: Instant,
+    tx: &'a mpsc::Sender<(Bytes, FrameKind)>,
     burst: Option<Vec<u8>>,
-    frames: Vec<(Instant, FrameKind)>,
 }
 
 impl Sink<'_> {
@@ -44,11 +41,7 @@ impl Sink<'_> {
             buf.extend_from_slice(&bytes);
             return true;
         }
-        let ok = self.tx.send(Bytes::from(bytes)).await.is_ok();
-        if self.state.timeline.is_some() {
-            self.frames.push((Instant::now(), kind));
-        }
-        ok
+        self.tx.send((Bytes::from(bytes), kind)).await.is_ok()
     }
 
     async fn flush_burst(&mut self) -> bool {
@@ -62,17 +55,14 @@ impl Sink<'_> {
 pub(crate) async fn pace(
     state: Arc<AppState>,
     plan: StreamPlan,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<(Bytes, FrameKind)>,
     received: Instant,
 ) {
     let cfg = &state.cfg;
     let fault = cfg.fault;
     let mut sink = Sink {
         tx: &tx,
-        state: &state,
-        received,
         burst: (fault == Some(Fault::Burst)).then(Vec::new),
-        frames: Vec::new(),
     };
     let eol: &[u8] = if cfg.crlf { b"\r\n" } else { b"\n" };
     let frame = |json: Vec<u8>| -> Vec<u8> {
@@ -232,7 +222,7 @@ pub(crate) async fn pace(
                 let _ = sink
                     .send(FrameKind::Done, [b"data: [DONE]", eol, eol].concat())
                     .await;
-                return record(sink, &plan.id);
+                return;
             }
             (Some(Fault::Stall(d)), 2) => extra += d,
             _ => {}
@@ -276,15 +266,7 @@ pub(crate) async fn pace(
     {
         return;
     }
-    if sink.flush_burst().await {
-        record(sink, &plan.id);
-    }
-}
-
-fn record(sink: Sink<'_>, id: &str) {
-    if let Some(timeline) = &sink.state.timeline {
-        timeline.record(id, sink.received, sink.frames);
-    }
+    sink.flush_burst().await;
 }
 
 /// The logprob a server claims for a token, bent by the fault modes that lie about it.

@@ -32,13 +32,29 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    pub(crate) fn record(&self, id: &str, received: Instant, frames: Vec<(Instant, FrameKind)>) {
+    pub(crate) fn start(&self, id: &str, received: Instant) {
         if let Ok(mut served) = self.served.lock() {
-            served.insert(id.to_string(), Served { received, frames });
+            served.insert(
+                id.to_string(),
+                Served {
+                    received,
+                    frames: Vec::new(),
+                },
+            );
         }
     }
 
-    /// The record of the response with this `id`, once it has finished.
+    /// Called as the HTTP server takes a frame from the body to write it to the socket.
+    pub(crate) fn stamp(&self, id: &str, kind: FrameKind) {
+        let now = Instant::now();
+        if let Ok(mut served) = self.served.lock() {
+            if let Some(s) = served.get_mut(id) {
+                s.frames.push((now, kind));
+            }
+        }
+    }
+
+    /// The record of the response with this `id`.
     pub fn get(&self, id: &str) -> Option<Served> {
         self.served.lock().ok()?.get(id).cloned()
     }

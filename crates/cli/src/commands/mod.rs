@@ -1,4 +1,4 @@
-//! One module per subcommand; each turns parsed arguments into calls on the library crates.
-
+pub mod bench;
 pub mod db;
+pub mod mock_miner;
 pub mod prompts;

@@ -121,15 +121,7 @@ pub fn failed_checks(e: &Evaluation) -> Vec<&'static str> {
         .requests
         .iter()
         .flat_map(|r| r.failures.iter())
-        .map(|f| match f {
-            GateFailure::InvalidStream { .. } => "invalid_stream",
-            GateFailure::LowAgreement { .. } => "low_agreement",
-            GateFailure::OffReference { .. } => "off_reference",
-            GateFailure::LogprobsMissing => "logprobs_missing",
-            GateFailure::LogprobsMisaligned { .. } => "logprobs_misaligned",
-            GateFailure::DishonestLogprobs { .. } => "dishonest_logprobs",
-            GateFailure::TooShort { .. } => "too_short",
-        })
+        .map(GateFailure::code)
         .collect();
     names.sort_unstable();
     names.dedup();

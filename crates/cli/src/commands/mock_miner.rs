@@ -1,0 +1,34 @@
+//! `cacheon mock-miner`: the toy model behind vLLM's API, honest or with a fault, for tests,
+//! demos and miners practising with `cacheon bench`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use cacheon_mockminer::{serve, MockConfig};
+
+use crate::args::MockMinerArgs;
+use crate::shutdown;
+
+pub async fn run(a: &MockMinerArgs) -> anyhow::Result<()> {
+    let cfg = MockConfig {
+        model_name: a.model.clone(),
+        ttft: Duration::from_millis(a.ttft_ms),
+        itl: Duration::from_millis(a.itl_ms),
+        tokens_per_chunk: usize::from(a.tokens_per_chunk),
+        max_concurrency: a.max_concurrency as usize,
+        fault: a.fault,
+        keepalive: a.keepalive,
+        crlf: a.crlf,
+        ..MockConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind((a.host, a.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", a.host, a.port))?;
+    let addr = listener.local_addr()?;
+    let fault = a
+        .fault
+        .map_or_else(|| "none".to_string(), |f| f.to_string());
+    tracing::info!(%addr, ttft_ms = a.ttft_ms, itl_ms = a.itl_ms, %fault, "mock miner listening");
+    serve(listener, cfg, None, shutdown::signal()).await?;
+    Ok(())
+}
