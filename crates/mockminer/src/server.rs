@@ -81,8 +81,11 @@ pub(crate) struct AppState {
     next_id: AtomicU64,
     /// Generations by (prompt, max_tokens): the model is deterministic, and a benchmark
     /// must not measure the mock's own arithmetic.
-    generated: Mutex<HashMap<(u64, usize), Arc<Vec<Step>>>>,
+    generated: Mutex<GenerationCache>,
 }
+
+/// Generations by (hash of the prompt's tokens, max_tokens).
+type GenerationCache = HashMap<(u64, usize), Arc<Vec<Step>>>;
 
 /// Generations kept; the cache is simply emptied when full.
 const GENERATION_CACHE: usize = 4096;

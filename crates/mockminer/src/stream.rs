@@ -177,7 +177,8 @@ pub(crate) async fn pace(
         if !sink.send(FrameKind::Content, bytes).await {
             return;
         }
-        match (fault, k) {
+        // The broken frame a fault injects after this chunk, if any.
+        let injected: Option<Vec<u8>> = match (fault, k) {
             (Some(Fault::OversizedChunk(size)), 0) => {
                 let mut big =
                     b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"".to_vec();
@@ -185,28 +186,13 @@ pub(crate) async fn pace(
                 big.extend_from_slice(b"\"}}]}");
                 big.extend_from_slice(eol);
                 big.extend_from_slice(eol);
-                if !sink.send(FrameKind::Other, big).await {
-                    return;
-                }
+                Some(big)
             }
-            (Some(Fault::InvalidUtf8), 1) => {
-                let bad = frame(
-                    b"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\xff\xfe\"}}]}".to_vec(),
-                );
-                if !sink.send(FrameKind::Other, bad).await {
-                    return;
-                }
-            }
+            (Some(Fault::InvalidUtf8), 1) => Some(frame(
+                b"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\xff\xfe\"}}]}".to_vec(),
+            )),
             (Some(Fault::MalformedJson), 1) => {
-                if !sink
-                    .send(
-                        FrameKind::Other,
-                        frame(b"{\"choices\":[{\"index\":0,\"delta\":".to_vec()),
-                    )
-                    .await
-                {
-                    return;
-                }
+                Some(frame(b"{\"choices\":[{\"index\":0,\"delta\":".to_vec()))
             }
             (Some(Fault::ErrorMidStream), 1) => {
                 let err = wire::ErrorBody {
@@ -224,8 +210,16 @@ pub(crate) async fn pace(
                     .await;
                 return;
             }
-            (Some(Fault::Stall(d)), 2) => extra += d,
-            _ => {}
+            (Some(Fault::Stall(d)), 2) => {
+                extra += d;
+                None
+            }
+            _ => None,
+        };
+        if let Some(bytes) = injected {
+            if !sink.send(FrameKind::Other, bytes).await {
+                return;
+            }
         }
         k += 1;
     }

@@ -29,6 +29,9 @@ pub async fn run(a: &MockMinerArgs) -> anyhow::Result<()> {
         .fault
         .map_or_else(|| "none".to_string(), |f| f.to_string());
     tracing::info!(%addr, ttft_ms = a.ttft_ms, itl_ms = a.itl_ms, %fault, "mock miner listening");
+    // On stdout too, so a script (or a test) that asked for port 0 learns the port.
+    println!("listening on {addr}");
+    std::io::Write::flush(&mut std::io::stdout())?;
     serve(listener, cfg, None, shutdown::signal()).await?;
     Ok(())
 }
