@@ -66,7 +66,8 @@ pub struct MockMinerArgs {
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrency: u32,
     /// Misbehave: wrong-after:N, flip-ties:RATE, jitter:SIGMA, fake-logprobs, no-logprobs,
-    /// truncate:N, burst, stall:MS, endless, oversized-chunk:BYTES, invalid-utf8,
+    /// truncate:N, burst, stall:MS, endless, overlong, lone-space, oversized-chunk:BYTES,
+    /// invalid-utf8,
     /// malformed-json, error-mid-stream, no-done, no-finish-reason, http-500, garbage-sse,
     /// slow-health:MS, failing-health.
     #[arg(long)]

@@ -97,8 +97,19 @@ pub struct RequestEvidence {
     pub reference: Vec<TokenId>,
     /// The contestant finished with `finish_reason: "stop"`.
     pub stopped: bool,
-    /// After the contestant's last token the baseline's top-1 is end-of-sequence.
-    pub baseline_would_stop: bool,
+    /// After the contestant's last token: how many nats end-of-sequence trails the
+    /// baseline's top-1 (0 when it is the top-1); `None` when it is not in the top-k.
+    pub stop_gap: Option<f64>,
+    /// Set instead of `forced` when the output was longer than the request allowed
+    /// (`max_tokens` plus tokenizer slack): it was not teacher-forced at all.
+    pub overlong: Option<Overlong>,
+}
+
+/// An output longer than the request allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overlong {
+    pub tokens: usize,
+    pub limit: usize,
 }
 
 /// Why a request failed; every failed check is reported.
@@ -126,6 +137,8 @@ pub enum GateFailure {
         tokens: usize,
         baseline_tokens: usize,
     },
+    /// Check 4: longer than `max_tokens` allows.
+    TooLong { tokens: usize, limit: usize },
 }
 
 impl GateFailure {
@@ -139,6 +152,7 @@ impl GateFailure {
             GateFailure::LogprobsMisaligned { .. } => "logprobs_misaligned",
             GateFailure::DishonestLogprobs { .. } => "dishonest_logprobs",
             GateFailure::TooShort { .. } => "too_short",
+            GateFailure::TooLong { .. } => "too_long",
         }
     }
 }
@@ -175,6 +189,9 @@ impl std::fmt::Display for GateFailure {
                 f,
                 "{tokens} tokens where the baseline wrote {baseline_tokens}, without a legitimate stop"
             ),
+            GateFailure::TooLong { tokens, limit } => {
+                write!(f, "{tokens} tokens where the request allowed {limit}")
+            }
         }
     }
 }
@@ -205,6 +222,15 @@ pub fn check_request(t: &GateThresholds, e: &RequestEvidence) -> RequestVerdict 
     let mut failures = Vec::new();
     if let Some(fault) = e.stream_fault {
         failures.push(GateFailure::InvalidStream { fault });
+    }
+    if let Some(Overlong { tokens, limit }) = e.overlong {
+        // Nothing was teacher-forced: there is nothing else to judge.
+        failures.push(GateFailure::TooLong { tokens, limit });
+        return RequestVerdict {
+            prompt_index: e.prompt_index,
+            agreement: 0.0,
+            failures,
+        };
     }
 
     // The baseline's candidates ranked by logprob. vLLM's `prompt_logprobs` lists the
@@ -294,7 +320,8 @@ pub fn check_request(t: &GateThresholds, e: &RequestEvidence) -> RequestVerdict 
     let tokens = e.forced.len();
     let baseline_tokens = e.reference.len();
     let long_enough = tokens as f64 >= t.min_length_ratio * baseline_tokens as f64;
-    let legitimate_stop = e.stopped && e.baseline_would_stop;
+    // Ending at a near-tie with end-of-sequence is as legitimate as any other near-tie.
+    let legitimate_stop = e.stopped && e.stop_gap.is_some_and(|g| g <= t.tie_gap);
     if !(long_enough || legitimate_stop) {
         failures.push(GateFailure::TooShort {
             tokens,

@@ -34,7 +34,8 @@ fn honest() -> RequestEvidence {
         forced,
         streamed_logprobs: Some(streamed),
         stopped: false,
-        baseline_would_stop: false,
+        stop_gap: None,
+        overlong: None,
     }
 }
 
@@ -190,13 +191,28 @@ fn truncation_fails_but_a_legitimate_early_stop_passes() {
     assert_eq!(checks(&e), ["too_short"]);
     e.stopped = true; // stopped, but the baseline would have gone on
     assert_eq!(checks(&e), ["too_short"]);
-    e.baseline_would_stop = true;
+    e.stop_gap = Some(0.6); // end-of-sequence close behind, but not a near-tie
+    assert_eq!(checks(&e), ["too_short"]);
+    e.stop_gap = Some(0.3); // a near-tie stop is legitimate
+    assert!(checks(&e).is_empty());
+    e.stop_gap = Some(0.0);
     assert!(checks(&e).is_empty());
     // 90 % is enough without a stop.
     let mut e = honest();
     e.forced.truncate(N * 9 / 10);
     e.streamed_logprobs.as_mut().unwrap().truncate(N * 9 / 10);
     assert!(checks(&e).is_empty());
+}
+
+#[test]
+fn an_overlong_output_fails_alone() {
+    let mut e = honest();
+    e.forced.clear();
+    e.overlong = Some(cacheon_core::gate::Overlong {
+        tokens: 30_000,
+        limit: 292,
+    });
+    assert_eq!(checks(&e), ["too_long"]);
 }
 
 #[test]

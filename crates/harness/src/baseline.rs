@@ -7,18 +7,22 @@
 
 use std::collections::HashMap;
 
-use cacheon_core::gate::{ForcedPosition, RequestEvidence, TokenId};
+use cacheon_core::gate::{ForcedPosition, Overlong, RequestEvidence, TokenId};
 use cacheon_core::prompts::{ChatMessage, Prompt};
 use futures_util::{stream, StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::client::Target;
+use crate::config::HarnessConfig;
+use crate::metrics::Accounting;
 use crate::stream::StreamRecord;
 use crate::wire::{ForcedCompletion, Tokenized};
 
 /// Teacher-forcing and tokenisation requests in flight at once.
 const PARALLEL: usize = 8;
+/// Largest baseline answer read (`prompt_logprobs` of a 32k-token context is a few MiB).
+const MAX_ANSWER: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {
@@ -44,6 +48,9 @@ pub struct Baseline {
     target: Target,
     model: String,
     top_k: u8,
+    timeout: std::time::Duration,
+    output_limit: usize,
+    stop_tokens: Vec<String>,
 }
 
 /// The tokens a server's text adds after the generation prompt.
@@ -54,11 +61,14 @@ pub struct Continuation {
 }
 
 impl Baseline {
-    pub fn new(target: Target, model: impl Into<String>, top_k: u8) -> Self {
+    pub fn new(target: Target, cfg: &HarnessConfig) -> Self {
         Self {
             target,
-            model: model.into(),
-            top_k,
+            model: cfg.model.clone(),
+            top_k: cfg.top_logprobs,
+            timeout: cfg.baseline_timeout,
+            output_limit: cfg.output_limit(),
+            stop_tokens: cfg.stop_tokens.clone(),
         }
     }
 
@@ -67,22 +77,31 @@ impl Baseline {
         path: &'static str,
         body: serde_json::Value,
     ) -> Result<T, BaselineError> {
-        let resp = self
+        let transport = |e: reqwest::Error| BaselineError::Transport {
+            path,
+            reason: crate::error_chain(&e),
+        };
+        // `timeout` bounds the whole exchange, body included.
+        let mut resp = self
             .target
             .client
             .post(self.target.url(path))
+            .timeout(self.timeout)
             .json(&body)
             .send()
             .await
-            .map_err(|e| BaselineError::Transport {
-                path,
-                reason: crate::error_chain(&e),
-            })?;
+            .map_err(transport)?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| BaselineError::Transport {
-            path,
-            reason: crate::error_chain(&e),
-        })?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > MAX_ANSWER {
+                return Err(BaselineError::Decode {
+                    path,
+                    reason: format!("answer larger than {MAX_ANSWER} bytes"),
+                });
+            }
+        }
         if !status.is_success() {
             return Err(BaselineError::Status {
                 path,
@@ -132,14 +151,14 @@ impl Baseline {
         })
     }
 
-    /// Teacher forcing: the baseline's view of every output position, and whether it would
-    /// end the answer right after it.
+    /// Teacher forcing: the baseline's view of every output position, and how far
+    /// end-of-sequence trails its top-1 right after the output (see `RequestEvidence`).
     pub async fn teacher_force(
         &self,
         prompt: &Prompt,
         text: &str,
         continuation: &Continuation,
-    ) -> Result<(Vec<ForcedPosition>, bool), BaselineError> {
+    ) -> Result<(Vec<ForcedPosition>, Option<f64>), BaselineError> {
         let path = "/v1/chat/completions";
         let body = json!({
             "model": self.model,
@@ -147,6 +166,8 @@ impl Baseline {
             "add_generation_prompt": false,
             "continue_final_message": true,
             "prompt_logprobs": self.top_k,
+            "logprobs": true,
+            "top_logprobs": self.top_k,
             "max_tokens": 1,
             "temperature": 0,
             "stream": false,
@@ -158,6 +179,7 @@ impl Baseline {
         };
         let entries = forced
             .prompt_logprobs
+            .as_ref()
             .ok_or_else(|| BaselineError::Decode {
                 path,
                 reason: "no prompt_logprobs in the answer".into(),
@@ -197,12 +219,28 @@ impl Baseline {
                 top,
             });
         }
-        let would_stop = forced
-            .choices
-            .first()
-            .and_then(|c| c.finish_reason.as_deref())
-            == Some("stop");
-        Ok((positions, would_stop))
+        Ok((positions, self.stop_gap(&forced)))
+    }
+
+    /// From the one greedy token after the output: 0 when the baseline itself stopped there,
+    /// else how far a stop token trails the top-1 among the candidates, if it is among them.
+    fn stop_gap(&self, forced: &ForcedCompletion) -> Option<f64> {
+        let choice = forced.choices.first()?;
+        if choice.finish_reason.as_deref() == Some("stop") {
+            return Some(0.0);
+        }
+        let first = choice.logprobs.as_ref()?.content.as_ref()?.first()?;
+        let best = first
+            .top_logprobs
+            .iter()
+            .map(|t| t.logprob)
+            .fold(first.logprob, f64::max);
+        first
+            .top_logprobs
+            .iter()
+            .filter(|t| self.stop_tokens.contains(&t.token))
+            .map(|t| best - t.logprob)
+            .reduce(f64::min)
     }
 }
 
@@ -269,15 +307,16 @@ fn lookup(prompts: &HashMap<usize, Prompt>, index: usize) -> Result<&Prompt, Bas
     })
 }
 
-/// The gate's evidence for each scored request of a contestant, and its validator-side
-/// token counts.
+/// The gate's evidence for each scored request of a contestant, and the accounting its
+/// metrics need (token counts, credit caps, first-token sizes; `failed` is filled in by the
+/// caller once the gate has judged).
 pub async fn evidence(
     baseline: &Baseline,
     prompts: &HashMap<usize, Prompt>,
     reference: &Reference,
     records: &[&StreamRecord],
-) -> Result<(Vec<RequestEvidence>, HashMap<usize, usize>), BaselineError> {
-    let mut gathered: Vec<(RequestEvidence, usize)> = stream::iter(records.iter().copied())
+) -> Result<(Vec<RequestEvidence>, Accounting), BaselineError> {
+    let mut gathered: Vec<(RequestEvidence, usize, usize)> = stream::iter(records.iter().copied())
         .map(|r| async move {
             let prompt = lookup(prompts, r.prompt_index)?;
             let missing = || BaselineError::Inconsistent {
@@ -290,25 +329,50 @@ pub async fn evidence(
                 .ok_or_else(missing)?;
             let reference_tokens = reference.tokens.get(&r.prompt_index).ok_or_else(missing)?;
             let c = baseline.continuation(prompt, prefix, &r.text).await?;
-            let (forced, would_stop) = baseline.teacher_force(prompt, &r.text, &c).await?;
             let count = c.tokens.len();
-            Ok::<_, BaselineError>((
-                RequestEvidence {
-                    prompt_index: r.prompt_index,
-                    stream_fault: r.fault,
-                    forced,
-                    streamed_logprobs: r.logprobs.clone(),
-                    reference: reference_tokens.clone(),
-                    stopped: r.finish_reason.as_deref() == Some("stop"),
-                    baseline_would_stop: would_stop,
-                },
-                count,
-            ))
+            let mut e = RequestEvidence {
+                prompt_index: r.prompt_index,
+                stream_fault: r.fault,
+                forced: Vec::new(),
+                streamed_logprobs: r.logprobs.clone(),
+                reference: reference_tokens.clone(),
+                stopped: r.finish_reason.as_deref() == Some("stop"),
+                stop_gap: None,
+                overlong: None,
+            };
+            if count > baseline.output_limit {
+                // Longer than asked for: the contestant's fault, and teacher-forcing it could
+                // overflow the baseline's context and void the round for everyone.
+                e.overlong = Some(Overlong {
+                    tokens: count,
+                    limit: baseline.output_limit,
+                });
+                return Ok::<_, BaselineError>((e, count, 1));
+            }
+            let (forced, stop_gap) = baseline.teacher_force(prompt, &r.text, &c).await?;
+            let first_bytes = forced.first().map_or(1, |f| f.text.len().max(1));
+            e.forced = forced;
+            e.stop_gap = stop_gap;
+            Ok((e, count, first_bytes))
         })
         .buffer_unordered(PARALLEL)
         .try_collect()
         .await?;
-    gathered.sort_by_key(|(e, _)| e.prompt_index);
-    let counts = gathered.iter().map(|(e, n)| (e.prompt_index, *n)).collect();
-    Ok((gathered.into_iter().map(|(e, _)| e).collect(), counts))
+    gathered.sort_by_key(|(e, _, _)| e.prompt_index);
+    let accounting = Accounting {
+        counts: gathered
+            .iter()
+            .map(|(e, n, _)| (e.prompt_index, *n))
+            .collect(),
+        caps: Some(reference.counts()),
+        failed: Default::default(),
+        first_token_bytes: gathered
+            .iter()
+            .map(|(e, _, b)| (e.prompt_index, *b))
+            .collect(),
+    };
+    Ok((
+        gathered.into_iter().map(|(e, _, _)| e).collect(),
+        accounting,
+    ))
 }

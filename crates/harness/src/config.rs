@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// Per-run settings. Defaults are SPEC §7's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HarnessConfig {
     /// `model` in every request.
     pub model: String,
@@ -24,6 +25,25 @@ pub struct HarnessConfig {
     /// Time to connect (not part of any measurement: connections are opened beforehand).
     #[serde(with = "millis")]
     pub connect_timeout: Duration,
+    /// Total time one server's whole workload may take; requests not sent by then are
+    /// recorded as past their deadline, so a slow server cannot hold a round hostage.
+    #[serde(with = "millis")]
+    pub run_budget: Duration,
+    /// Time one baseline request (tokenise, teacher-force) may take.
+    #[serde(with = "millis")]
+    pub baseline_timeout: Duration,
+    /// Token texts that end a sequence (the model's EOS), to find how far end-of-sequence
+    /// trails the baseline's top-1 after a contestant stopped.
+    pub stop_tokens: Vec<String>,
+}
+
+impl HarnessConfig {
+    /// The most output tokens (baseline tokenisation) a request may have: `max_tokens` plus
+    /// slack for a server whose own tokenisation differs a little from the baseline's.
+    pub fn output_limit(&self) -> usize {
+        let n = self.max_tokens as usize;
+        n + n / 8 + 4
+    }
 }
 
 impl Default for HarnessConfig {
@@ -37,6 +57,9 @@ impl Default for HarnessConfig {
             stall_timeout: Duration::from_secs(60),
             byte_cap: 4 << 20,
             connect_timeout: Duration::from_secs(10),
+            run_budget: Duration::from_secs(30 * 60),
+            baseline_timeout: Duration::from_secs(120),
+            stop_tokens: vec!["<|im_end|>".into(), "<|endoftext|>".into()],
         }
     }
 }

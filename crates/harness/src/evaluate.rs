@@ -13,7 +13,7 @@ use cacheon_core::score::{score, InvalidBaseline, Speed};
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::{self, Baseline, BaselineError, Reference};
-use crate::metrics::{summarize, Summary};
+use crate::metrics::{summarize, Accounting, Summary};
 use crate::workload::WorkloadRun;
 
 /// A contestant's measurements and gate verdict.
@@ -48,8 +48,11 @@ pub async fn measure_baseline(
 ) -> Result<(Summary, Reference), BaselineError> {
     let scored: Vec<_> = run.scored().collect();
     let reference = baseline::reference(baseline, &by_index(prompts), &scored).await?;
-    let counts = reference.counts();
-    Ok((summarize(run, &counts, None), reference))
+    let accounting = Accounting {
+        counts: reference.counts(),
+        ..Accounting::default()
+    };
+    Ok((summarize(run, &accounting), reference))
 }
 
 /// Gathers the gate's evidence for a contestant's run and judges it.
@@ -61,10 +64,16 @@ pub async fn evaluate(
     thresholds: &GateThresholds,
 ) -> Result<Evaluation, BaselineError> {
     let scored: Vec<_> = run.scored().collect();
-    let (evidence, counts) =
+    let (evidence, mut accounting) =
         baseline::evidence(baseline, &by_index(prompts), reference, &scored).await?;
     let verdict = judge(thresholds, &evidence);
-    let summary = summarize(run, &counts, Some(&reference.counts()));
+    accounting.failed = verdict
+        .requests
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| r.prompt_index)
+        .collect();
+    let summary = summarize(run, &accounting);
     Ok(Evaluation { summary, verdict })
 }
 

@@ -11,7 +11,7 @@
 //! to its last token. Output tokens are the validator's count with the baseline's tokenizer,
 //! credited per request only up to the baseline's count for that prompt.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,21 @@ use crate::workload::WorkloadRun;
 
 /// Validator-side token counts by prompt index.
 pub type TokenCounts = HashMap<usize, usize>;
+
+/// What the validator knows about each request beyond its timings.
+#[derive(Debug, Clone, Default)]
+pub struct Accounting {
+    /// Output tokens by the baseline's tokenizer.
+    pub counts: TokenCounts,
+    /// The baseline's counts, the most a request is credited (`None` for the baseline).
+    pub caps: Option<TokenCounts>,
+    /// Requests that failed the gate: no credit, and no TTFT (infinitely slow), so a server
+    /// gains nothing from answering a few prompts with fast garbage.
+    pub failed: HashSet<usize>,
+    /// Bytes of the first output token (baseline tokenisation): TTFT is the arrival of the
+    /// event that completes it, so a server cannot start the clock with a lone space.
+    pub first_token_bytes: HashMap<usize, usize>,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestMetrics {
@@ -32,6 +47,8 @@ pub struct RequestMetrics {
     pub itl_ms: Vec<f64>,
     pub output_tokens: usize,
     pub credited_tokens: usize,
+    /// Failed the gate: no credit, no TTFT in the score's median.
+    pub failed: bool,
 }
 
 /// Percentiles by linear interpolation (numpy's default, as vLLM reports them).
@@ -111,6 +128,7 @@ pub struct Summary {
     pub throughput_wall_s: f64,
     pub output_tokens: usize,
     pub credited_tokens: usize,
+    /// Requests whose stream was broken.
     pub failed_requests: usize,
     pub requests: Vec<RequestMetrics>,
 }
@@ -119,8 +137,20 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
-pub fn request_metrics(r: &StreamRecord, tokens: usize, cap: Option<usize>) -> RequestMetrics {
-    let ttft = r.ttft_ns();
+pub fn request_metrics(r: &StreamRecord, acc: &Accounting) -> RequestMetrics {
+    let i = r.prompt_index;
+    let tokens = acc.counts.get(&i).copied().unwrap_or(0);
+    let failed = acc.failed.contains(&i);
+    let first_bytes = acc.first_token_bytes.get(&i).copied().unwrap_or(1).max(1);
+    let mut seen = 0usize;
+    let ttft = r
+        .events
+        .iter()
+        .find(|e| {
+            seen += e.text.len();
+            seen >= first_bytes
+        })
+        .map(|e| e.at_ns);
     let e2e = r.events.last().map(|e| e.at_ns);
     let token_events: Vec<u64> = r
         .events
@@ -136,8 +166,13 @@ pub fn request_metrics(r: &StreamRecord, tokens: usize, cap: Option<usize>) -> R
         (Some(t), Some(e)) if tokens > 1 => Some(ms(e.saturating_sub(t)) / (tokens - 1) as f64),
         _ => None,
     };
+    let credited = match (&acc.caps, failed) {
+        (_, true) => 0,
+        (Some(caps), false) => tokens.min(caps.get(&i).copied().unwrap_or(0)),
+        (None, false) => tokens,
+    };
     RequestMetrics {
-        prompt_index: r.prompt_index,
+        prompt_index: i,
         ttfb_ms: r.headers_ns.map(ms),
         first_chunk_ms: r.events.first().map(|e| ms(e.at_ns)),
         ttft_ms: ttft.map(ms),
@@ -145,25 +180,34 @@ pub fn request_metrics(r: &StreamRecord, tokens: usize, cap: Option<usize>) -> R
         tpot_ms,
         itl_ms,
         output_tokens: tokens,
-        credited_tokens: cap.map_or(tokens, |c| tokens.min(c)),
+        credited_tokens: credited,
+        failed,
     }
 }
 
-/// Summarises a run. `counts` are this server's validator-side token counts; `caps` the
-/// baseline's (`None` when summarising the baseline itself).
-pub fn summarize(run: &WorkloadRun, counts: &TokenCounts, caps: Option<&TokenCounts>) -> Summary {
-    let metric = |r: &StreamRecord| {
-        let tokens = counts.get(&r.prompt_index).copied().unwrap_or(0);
-        let cap = caps.map(|c| c.get(&r.prompt_index).copied().unwrap_or(0));
-        request_metrics(r, tokens, cap)
-    };
-    let latency: Vec<RequestMetrics> = run.latency.iter().map(metric).collect();
-    let throughput: Vec<RequestMetrics> = run.throughput.iter().map(metric).collect();
+/// Summarises a run.
+pub fn summarize(run: &WorkloadRun, acc: &Accounting) -> Summary {
+    let latency: Vec<RequestMetrics> = run
+        .latency
+        .iter()
+        .map(|r| request_metrics(r, acc))
+        .collect();
+    let throughput: Vec<RequestMetrics> = run
+        .throughput
+        .iter()
+        .map(|r| request_metrics(r, acc))
+        .collect();
 
     let ttft_s = median_or_inf(
         &latency
             .iter()
-            .map(|m| m.ttft_ms.map(|x| x / 1e3))
+            .map(|m| {
+                if m.failed {
+                    None
+                } else {
+                    m.ttft_ms.map(|x| x / 1e3)
+                }
+            })
             .collect::<Vec<_>>(),
     );
     let first_send = run.throughput.iter().map(|r| r.sent_ns).min();

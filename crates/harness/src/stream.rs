@@ -33,9 +33,10 @@ pub struct RawEvent {
 }
 
 impl RawEvent {
-    /// Carries at least one generated token (vLLM's definition of the TTFT event).
+    /// Carries generated text (vLLM's TTFT event). A logprob entry without text does not
+    /// count: a server could otherwise send an empty entry at once and claim a tiny TTFT.
     pub fn has_token(&self) -> bool {
-        !self.text.is_empty() || self.tokens > 0
+        !self.text.is_empty()
     }
 }
 
@@ -115,6 +116,9 @@ enum Transport {
     LineTooLong,
     InvalidUtf8,
 }
+
+/// How long to wait for the end of the body after `[DONE]` before letting it go.
+const DRAIN_AFTER_DONE: Duration = Duration::from_secs(1);
 
 /// Longest SSE line accepted; far above any honest chunk (a 256-token chunk with top-5
 /// logprobs is tens of KiB). Checked on the raw bytes so a hostile line costs nothing to
@@ -200,32 +204,49 @@ pub async fn stream_chat(
     phase: Phase,
     messages: &[ChatMessage],
 ) -> StreamRecord {
-    let (body, stamp) = crate::send_stamp::StampedBody::new(request_body(cfg, messages));
-    let request = target
-        .client
-        .post(target.url("/v1/chat/completions"))
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(reqwest::header::ACCEPT, "text/event-stream")
-        .body(reqwest::Body::wrap(body));
-
+    let body = request_body(cfg, messages);
     let dispatched = Instant::now();
-    let deadline = dispatched + cfg.deadline;
-    // Until the body is written, the request has not left; times are fixed up at the end.
+    // The request's own deadline, and never past the end of the run's budget.
+    let deadline = (dispatched + cfg.deadline).min(epoch + cfg.run_budget);
+    // Until the body is written, the request has not left; times are fixed up below.
     let mut record = StreamRecord::new(prompt_index, phase, nanos(dispatched - epoch));
+    if dispatched >= deadline {
+        record.fail(
+            StreamFault::DeadlineExceeded,
+            "the run's time budget was spent before this request",
+        );
+        return record;
+    }
 
-    let response = match tokio::time::timeout_at(deadline, request.send()).await {
-        Err(_) => {
-            record.fail(
-                StreamFault::DeadlineExceeded,
-                "no response headers before the deadline",
-            );
-            return record;
+    // One retry when the request never reached the server (a pooled connection the server
+    // had just closed): that is nobody's fault and must not become one.
+    let mut attempt = 0;
+    let (response, stamp) = loop {
+        attempt += 1;
+        let (stamped, stamp) = crate::send_stamp::StampedBody::new(body.clone());
+        let request = target
+            .client
+            .post(target.url("/v1/chat/completions"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .body(reqwest::Body::wrap(stamped));
+        match tokio::time::timeout_at(deadline, request.send()).await {
+            Err(_) => {
+                record.fail(
+                    StreamFault::DeadlineExceeded,
+                    "no response headers before the deadline",
+                );
+                return record;
+            }
+            Ok(Err(e)) if attempt == 1 && (e.is_connect() || e.is_request()) => {
+                tracing::debug!("request {prompt_index} retried: {}", crate::error_chain(&e));
+            }
+            Ok(Err(e)) => {
+                record.fail(StreamFault::Transport, crate::error_chain(&e));
+                return record;
+            }
+            Ok(Ok(r)) => break (r, stamp),
         }
-        Ok(Err(e)) => {
-            record.fail(StreamFault::Transport, crate::error_chain(&e));
-            return record;
-        }
-        Ok(Ok(r)) => r,
     };
     let headers_at = Instant::now();
     let sent = stamp.get().copied().unwrap_or(dispatched);
@@ -235,12 +256,18 @@ pub async fn stream_chat(
     let status = response.status();
     record.status = Some(status.as_u16());
     if !status.is_success() {
-        let snippet = tokio::time::timeout_at(deadline, response.bytes())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|b| String::from_utf8_lossy(&b[..b.len().min(512)]).into_owned())
-            .unwrap_or_default();
+        // At most the first 512 bytes of an error body, and only until the deadline: a
+        // hostile server may send an endless one.
+        let mut response = response;
+        let mut head = Vec::new();
+        while head.len() < 512 {
+            match tokio::time::timeout_at(deadline, response.chunk()).await {
+                Ok(Ok(Some(chunk))) => head.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        head.truncate(512);
+        let snippet = String::from_utf8_lossy(&head).into_owned();
         record.fail(StreamFault::HttpStatus, format!("HTTP {status}: {snippet}"));
         return record;
     }
@@ -264,8 +291,18 @@ pub async fn stream_chat(
     let mut events = counted.eventsource();
     let mut last = headers_at;
     loop {
-        let wake = deadline.min(last + cfg.stall_timeout);
-        match tokio::time::timeout_at(wake, events.next()).await {
+        // After [DONE] the body should end at once; give it a moment to, then let go.
+        let patience = if record.done {
+            DRAIN_AFTER_DONE
+        } else {
+            cfg.stall_timeout
+        };
+        let wake = deadline.min(last + patience);
+        let next = tokio::time::timeout_at(wake, events.next()).await;
+        if record.done && !matches!(next, Ok(Some(Ok(_)))) {
+            break;
+        }
+        match next {
             Err(_) => {
                 if Instant::now() >= deadline {
                     record.fail(

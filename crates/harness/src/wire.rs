@@ -83,6 +83,25 @@ pub struct ForcedCompletion {
 #[derive(Debug, Deserialize)]
 pub struct ForcedChoice {
     pub finish_reason: Option<String>,
+    pub logprobs: Option<ForcedLogprobs>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ForcedLogprobs {
+    pub content: Option<Vec<ForcedToken>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ForcedToken {
+    pub logprob: f64,
+    #[serde(default)]
+    pub top_logprobs: Vec<Candidate>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Candidate {
+    pub token: String,
+    pub logprob: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

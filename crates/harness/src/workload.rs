@@ -50,9 +50,7 @@ pub async fn run(
     epoch: Instant,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<WorkloadRun, HarnessError> {
-    // Open every connection the throughput phase will use before any timing.
-    target.warm(cfg.concurrency).await?;
-
+    target.warm(1).await?;
     let phase_prompts = |phase: Phase| -> Vec<Prompt> { prompts.phase(phase).cloned().collect() };
     let warmups = sequential(
         target,
@@ -72,6 +70,10 @@ pub async fn run(
         progress,
     )
     .await;
+    // Open every connection the throughput phase will use right before it, not at the
+    // start: servers close idle connections (uvicorn after 5 s), and a handshake must not
+    // fall inside the timed window.
+    target.warm(cfg.concurrency).await?;
     let throughput = throughput_phase(
         target,
         cfg,

@@ -44,6 +44,42 @@ async fn truncation_is_too_short() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_past_max_tokens_is_too_long_and_never_teacher_forced() {
+    let j = judged(Fault::Overlong, &config()).await;
+    assert_eq!(failed_checks(&j.miner), ["too_long"]);
+    // Not credited either.
+    assert_eq!(j.miner.summary.credited_tokens, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_space_sent_early_does_not_start_the_ttft_clock() {
+    // The same text as an honest server, but " " goes out at once and "word..." only after
+    // the real TTFT: the measured TTFT is the arrival of the whole first token.
+    let ttft = Duration::from_millis(40);
+    let cheat = MockConfig {
+        ttft,
+        fault: Some(Fault::LoneSpace),
+        ..miner(None)
+    };
+    let j = judge(cheat, &config(), &prompts(1, 3, 4)).await;
+    for r in &j.miner.summary.requests {
+        let measured = r.ttft_ms.unwrap();
+        assert!(
+            measured >= 40.0,
+            "prompt {}: ttft {measured} ms",
+            r.prompt_index
+        );
+    }
+    assert!(j.miner.summary.ttft_s >= ttft.as_secs_f64());
+    // The early space really arrived early (the trick was played).
+    let first = &j.miner_run.latency[0];
+    assert!(first
+        .events
+        .iter()
+        .any(|e| e.text == " " && e.at_ns < 20_000_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_past_the_timeout_is_reported_as_stalled() {
     let cfg = HarnessConfig {
         stall_timeout: Duration::from_millis(300),

@@ -80,7 +80,14 @@ async fn near_tie_flips_at_a_realistic_rate_pass() {
     let p = prompts(1, 8, 16);
     let j = judge(miner(Some(Fault::FlipTies(0.5))), &config(), &p).await;
     assert!(j.miner.verdict.passed, "{:?}", failed_checks(&j.miner));
-    // The flips happened: some outputs differ from the greedy reference.
+    assert_eq!(
+        j.miner.verdict.pass_fraction,
+        1.0,
+        "{:?}",
+        failed_checks(&j.miner)
+    );
+    // The flips happened: some outputs differ from the greedy reference, and some stopped
+    // early at an end-of-sequence near-tie (legitimate although shorter than 90 %).
     let honest = judge(miner(None), &config(), &p).await;
     let differing = j
         .miner_run
@@ -89,6 +96,15 @@ async fn near_tie_flips_at_a_realistic_rate_pass() {
         .filter(|(a, b)| a.text != b.text)
         .count();
     assert!(differing > 0, "no near-tie was flipped");
+    let early_stops = j
+        .miner_run
+        .scored()
+        .zip(honest.miner_run.scored())
+        .filter(|(a, b)| {
+            a.finish_reason.as_deref() == Some("stop") && a.text.len() * 10 < b.text.len() * 9
+        })
+        .count();
+    assert!(early_stops > 0, "no end-of-sequence near-tie was taken");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,11 @@ pub enum Fault {
     Stall(Duration),
     /// Never finish: tokens forever, whatever `max_tokens` says.
     Endless,
+    /// Ignore `max_tokens`: write four times as many tokens, then stop.
+    Overlong,
+    /// Send a lone space at once (to start the client's TTFT clock early), then the answer
+    /// without its first leading space: the same text, split to cheat.
+    LoneSpace,
     /// One data line of this many bytes after the first content chunk.
     OversizedChunk(usize),
     /// Bytes that are not UTF-8 inside a data line.
@@ -52,7 +57,7 @@ pub enum Fault {
 impl Fault {
     /// Every spelling, for help texts.
     pub const NAMES: &'static str = "wrong-after:N, flip-ties:RATE, jitter:SIGMA, fake-logprobs, \
-        no-logprobs, truncate:N, burst, stall:MS, endless, oversized-chunk:BYTES, invalid-utf8, \
+        no-logprobs, truncate:N, burst, stall:MS, endless, overlong, lone-space, oversized-chunk:BYTES, invalid-utf8, \
         malformed-json, error-mid-stream, no-done, no-finish-reason, http-500, garbage-sse, \
         slow-health:MS, failing-health";
 
@@ -95,6 +100,8 @@ impl FromStr for Fault {
             "burst" => Fault::Burst,
             "stall" => Fault::Stall(millis()?),
             "endless" => Fault::Endless,
+            "overlong" => Fault::Overlong,
+            "lone-space" => Fault::LoneSpace,
             "oversized-chunk" => Fault::OversizedChunk(count()?),
             "invalid-utf8" => Fault::InvalidUtf8,
             "malformed-json" => Fault::MalformedJson,
@@ -137,6 +144,8 @@ impl fmt::Display for Fault {
             Fault::Burst => f.write_str("burst"),
             Fault::Stall(d) => write!(f, "stall:{}", d.as_millis()),
             Fault::Endless => f.write_str("endless"),
+            Fault::Overlong => f.write_str("overlong"),
+            Fault::LoneSpace => f.write_str("lone-space"),
             Fault::OversizedChunk(n) => write!(f, "oversized-chunk:{n}"),
             Fault::InvalidUtf8 => f.write_str("invalid-utf8"),
             Fault::MalformedJson => f.write_str("malformed-json"),

@@ -30,6 +30,7 @@ const PREFERRED_BOOST: f64 = 8.0;
 const NEAR_TIE_GAP: f64 = 0.2;
 const NEAR_TIE_EVERY: u64 = 20;
 const EOS_EVERY: u64 = 90;
+const NEAR_STOP_EVERY: u64 = 150;
 
 /// One generated position: the token, its logprob and the model's top-k there.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,6 +124,8 @@ impl ToyModel {
         let runner_up = 1 + (mix(ctx ^ 2) % u64::from(VOCAB)) as usize;
         let near_tie = mix(ctx ^ 3) % NEAR_TIE_EVERY == 0 && runner_up != preferred;
         let stop = mix(ctx ^ 4) % EOS_EVERY == 0;
+        // Now and then end-of-sequence is a near-tie runner-up: an honest server may stop.
+        let near_stop = !stop && mix(ctx ^ 5) % NEAR_STOP_EVERY == 0;
 
         let mut logits: Vec<f64> = (0..=VOCAB as usize)
             .map(|c| unit(mix(ctx ^ (c as u64).wrapping_mul(0x2545_f491_4f6c_dd1d))) * 2.0)
@@ -131,7 +134,13 @@ impl ToyModel {
         if near_tie {
             logits[runner_up] = logits[preferred] - NEAR_TIE_GAP;
         }
-        logits[EOS as usize] = if stop { logits[preferred] + 1.0 } else { -20.0 };
+        logits[EOS as usize] = if stop {
+            logits[preferred] + 1.0
+        } else if near_stop {
+            logits[preferred] - NEAR_TIE_GAP
+        } else {
+            -20.0
+        };
 
         let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let log_z = max + logits.iter().map(|l| (l - max).exp()).sum::<f64>().ln();

@@ -405,13 +405,16 @@ fn generate(state: &AppState, prompt: &[u32], max_tokens: usize) -> Vec<Step> {
             }
         }),
         Some(Fault::FlipTies(rate)) => model.generate_with(prompt, max_tokens, |pos, top| {
-            let near_tie = top.len() > 1 && top[0].1 - top[1].1 < 0.5 && top[1].0 != EOS;
+            let near_tie = top.len() > 1 && top[0].1 - top[1].1 < 0.5;
             let draw = crate::model::unit_hash((pos as u64) << 20 ^ u64::from(top[0].0));
             if near_tie && draw < rate {
                 top[1].0
             } else {
                 top[0].0
             }
+        }),
+        Some(Fault::Overlong) => model.generate_with(prompt, max_tokens * 4, |_, top| {
+            top.iter().find(|c| c.0 != EOS).map_or(1, |c| c.0)
         }),
         Some(Fault::Endless) => model.generate_with(prompt, max_tokens.clamp(1, 64), |_, top| {
             // Never choose to stop.

@@ -103,6 +103,25 @@ pub(crate) async fn pace(
         return;
     }
 
+    if fault == Some(Fault::LoneSpace) && plan.steps.first().is_some_and(|s| s.token != EOS) {
+        let space = chunk(
+            vec![ChunkChoice {
+                index: 0,
+                delta: Delta {
+                    role: None,
+                    content: Some(" ".into()),
+                },
+                logprobs: plan.logprobs.then(|| Logprobs {
+                    content: vec![TokenLogprob::text_only(" ", -0.01)],
+                }),
+                finish_reason: None,
+            }],
+            None,
+        );
+        if !sink.send(FrameKind::Content, space).await {
+            return;
+        }
+    }
     let ended_on_eos = plan.steps.last().is_some_and(|s| s.token == EOS);
     let mut visible: Vec<&Step> = plan.steps.iter().filter(|s| s.token != EOS).collect();
     let mut truncated = false;
@@ -146,9 +165,19 @@ pub(crate) async fn pace(
         } else {
             None
         };
+        // With `lone-space`, the very first token loses the space already sent.
+        let strip_first = fault == Some(Fault::LoneSpace) && position == 0;
         let content: String = group
             .iter()
-            .map(|s| wire::token_text(&state.model, s.token))
+            .enumerate()
+            .map(|(i, s)| {
+                let text = wire::token_text(&state.model, s.token);
+                if strip_first && i == 0 {
+                    text.trim_start().to_string()
+                } else {
+                    text
+                }
+            })
             .collect();
         let logprobs = (plan.logprobs && fault != Some(Fault::NoLogprobs)).then(|| Logprobs {
             content: group
@@ -157,7 +186,11 @@ pub(crate) async fn pace(
                 .map(|(i, s)| {
                     let claimed = claimed_logprob(fault, s.logprob, position + i);
                     let top = &s.top[..s.top.len().min(plan.top_logprobs)];
-                    TokenLogprob::new(&state.model, s.token, claimed, top)
+                    let mut entry = TokenLogprob::new(&state.model, s.token, claimed, top);
+                    if strip_first && i == 0 {
+                        entry = TokenLogprob::text_only(entry.token.trim_start(), claimed);
+                    }
+                    entry
                 })
                 .collect(),
         });

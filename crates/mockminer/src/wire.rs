@@ -55,6 +55,18 @@ impl TokenLogprob {
     }
 }
 
+impl TokenLogprob {
+    /// An entry for a piece of text the server made up (no candidates).
+    pub fn text_only(text: &str, logprob: f64) -> Self {
+        Self {
+            token: text.to_string(),
+            logprob: clamp(logprob),
+            bytes: text.as_bytes().to_vec(),
+            top_logprobs: Vec::new(),
+        }
+    }
+}
+
 /// The text a token stands for in a logprob entry (vLLM shows special tokens by name).
 pub fn token_text(model: &ToyModel, token: TokenId) -> String {
     model.text(token).unwrap_or("<unk>").to_string()

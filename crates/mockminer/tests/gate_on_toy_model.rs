@@ -47,7 +47,11 @@ fn evidence(
         streamed_logprobs: Some(streamed),
         reference,
         stopped,
-        baseline_would_stop: m.top(&context, 1)[0].0 == EOS,
+        stop_gap: {
+            let top = m.top(&context, 5);
+            top.iter().find(|c| c.0 == EOS).map(|c| top[0].1 - c.1)
+        },
+        overlong: None,
     }
 }
 

@@ -92,7 +92,7 @@ pub async fn judge(miner_cfg: MockConfig, cfg: &HarnessConfig, prompts: &PromptS
     let base_run = run(&base_target, prompts, cfg, epoch, &|_| {})
         .await
         .unwrap();
-    let baseline = Baseline::new(base_target, &cfg.model, 5);
+    let baseline = Baseline::new(base_target, cfg);
     let (base_summary, reference) = measure_baseline(&baseline, prompts, &base_run)
         .await
         .unwrap();

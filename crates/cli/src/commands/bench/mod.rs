@@ -71,7 +71,7 @@ pub async fn run(a: &BenchArgs) -> anyhow::Result<()> {
     let miner_run = measured("miner", &miner, &prompts, &cfg, a.quiet).await?;
     let base_run = measured("baseline", &base, &prompts, &cfg, a.quiet).await?;
 
-    let baseline = Baseline::new(base, &cfg.model, cfg.top_logprobs);
+    let baseline = Baseline::new(base, &cfg);
     let spinner = spinner(
         a.quiet,
         "teacher-forcing the miner's outputs through the baseline",
