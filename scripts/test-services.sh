@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs and starts everything the test suite needs, on a developer's machine and in CI
 # alike (.ci/run calls this), so the two cannot drift apart. Idempotent: run it as often
-# as you like.
+# as you like. Needs root (or sudo) for the packages and the Docker engine.
 #
-# Today the suite needs only the Rust toolchain with rustfmt and clippy; the Docker engine,
-# local registry and S3 server join this script with the features that test against them.
+# - the Rust toolchain with rustfmt and clippy;
+# - Debian's docker.io (dockerd), docker-registry (a local registry on 127.0.0.1:5000,
+#   no auth) and busybox-static (a tool the sandbox tests put into their offline images).
 set -euo pipefail
 
 need() {
@@ -18,4 +19,59 @@ need cargo "install Rust with rustup (https://rustup.rs)"
 need rustfmt "rustup component add rustfmt"
 need cargo-clippy "rustup component add clippy"
 
-echo "test-services: $(cargo --version), $(rustfmt --version), $(cargo clippy --version)"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+STATE="${CACHEON_TEST_STATE:-/tmp/cacheon-test-services}"
+mkdir -p "$STATE"
+
+missing=()
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+[ -x /bin/busybox ] || missing+=(busybox-static)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "test-services: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Docker engine.
+if ! docker info >/dev/null 2>&1; then
+  echo "test-services: starting dockerd (log: $STATE/dockerd.log)"
+  $SUDO sh -c "nohup dockerd > '$STATE/dockerd.log' 2>&1 &"
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  if ! docker info >/dev/null 2>&1; then
+    echo "test-services: dockerd did not start:" >&2
+    tail -20 "$STATE/dockerd.log" >&2
+    exit 1
+  fi
+fi
+
+# Local registry, no auth, on loopback only.
+if ! curl -fsS -m 2 http://127.0.0.1:5000/v2/ >/dev/null 2>&1; then
+  echo "test-services: starting docker-registry on 127.0.0.1:5000"
+  cat > "$STATE/registry.yml" <<YAML
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $STATE/registry
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:5000
+YAML
+  nohup docker-registry serve "$STATE/registry.yml" > "$STATE/registry.log" 2>&1 &
+  for _ in $(seq 1 30); do
+    curl -fsS -m 2 http://127.0.0.1:5000/v2/ >/dev/null 2>&1 && break
+    sleep 1
+  done
+  curl -fsS -m 2 http://127.0.0.1:5000/v2/ >/dev/null || {
+    echo "test-services: the registry did not start:" >&2
+    tail -20 "$STATE/registry.log" >&2
+    exit 1
+  }
+fi
+
+echo "test-services: $(cargo --version), $(docker version --format 'dockerd {{.Server.Version}}'), registry on 127.0.0.1:5000"

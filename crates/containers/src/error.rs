@@ -1,0 +1,81 @@
+//! Whose fault a container failure is. The miner's faults disqualify (core's
+//! `DisqualifyReason`); ours void the round (core's `InfraReason`) and are never charged to
+//! a miner. Every error says which it is.
+
+use std::time::Duration;
+
+use cacheon_core::submission::{DisqualifyReason, InfraReason};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    // The miner's fault.
+    #[error("image {image} not found in its registry")]
+    ImageNotFound { image: String },
+    #[error("pulling {image} was denied: {reason}")]
+    PullDenied { image: String, reason: String },
+    #[error("{image}: the registry serves {found}, not the committed {expected}")]
+    DigestMismatch {
+        image: String,
+        expected: String,
+        found: String,
+    },
+    #[error("{image} is {bytes} bytes, over the limit of {limit}")]
+    ImageTooLarge {
+        image: String,
+        bytes: u64,
+        limit: u64,
+    },
+    #[error("the container exited with code {exit_code} before it was healthy")]
+    Crashed { exit_code: i64 },
+    #[error("the container was killed for using more memory than allowed")]
+    OomKilled,
+    #[error("the container did not answer GET /health with 200 within {0:?}")]
+    NeverHealthy(Duration),
+
+    // Ours.
+    #[error("Docker engine: {0}")]
+    Engine(String),
+    #[error("no space left for images: {0}")]
+    DiskFull(String),
+    #[error("sandbox network setup failed: {0}")]
+    Network(String),
+    #[error("registry unreachable: {0}")]
+    Registry(String),
+    #[error("GPUs not released in time: {0}")]
+    GpuBusy(String),
+}
+
+/// Who pays for a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    Miner(DisqualifyReason),
+    Infra(InfraReason),
+}
+
+impl ContainerError {
+    pub fn blame(&self) -> Blame {
+        use ContainerError as E;
+        match self {
+            E::ImageNotFound { .. } => Blame::Miner(DisqualifyReason::ImageNotFound),
+            E::PullDenied { .. } => Blame::Miner(DisqualifyReason::PullDenied),
+            E::DigestMismatch { .. } => Blame::Miner(DisqualifyReason::DigestMismatch),
+            E::ImageTooLarge { .. } => Blame::Miner(DisqualifyReason::ImageTooLarge),
+            E::Crashed { .. } => Blame::Miner(DisqualifyReason::Crashed),
+            E::OomKilled => Blame::Miner(DisqualifyReason::OomKilled),
+            E::NeverHealthy(_) => Blame::Miner(DisqualifyReason::Unhealthy),
+            E::Engine(_) | E::DiskFull(_) | E::Network(_) | E::Registry(_) | E::GpuBusy(_) => {
+                Blame::Infra(InfraReason::EngineFailure)
+            }
+        }
+    }
+}
+
+/// Classifies an engine error (bollard) that is not specific to one step.
+pub(crate) fn engine(e: bollard::errors::Error) -> ContainerError {
+    let text = e.to_string();
+    if text.contains("no space left") {
+        ContainerError::DiskFull(text)
+    } else {
+        ContainerError::Engine(text)
+    }
+}
