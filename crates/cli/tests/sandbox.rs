@@ -401,7 +401,13 @@ async fn leftovers_of_a_dead_pod_are_reaped() {
     let engine = Engine::connect().await.unwrap();
     let models = tempfile::tempdir().unwrap();
     let cfg = config("cacheon-test-sandbox", models.path());
-    let pinned = pulled(&engine).await;
+    // Pulled in the background, as the pod prefetches the next contestant.
+    let (image, digest) = test_image().await;
+    let pinned = engine
+        .prefetch(image, digest, None, 1 << 30)
+        .await
+        .unwrap()
+        .unwrap();
     let orphan: Running = engine
         .start(
             &pinned,

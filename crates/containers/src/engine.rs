@@ -90,6 +90,25 @@ impl Engine {
         Ok(pinned)
     }
 
+    /// Starts pulling the next contestant's image while the current one runs; await the
+    /// handle when its turn comes.
+    pub fn prefetch(
+        &self,
+        image: ImageRef,
+        digest: Digest,
+        creds: Option<Credentials>,
+        size_limit: u64,
+    ) -> tokio::task::JoinHandle<Result<String, ContainerError>> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            engine
+                .pull(&image, &digest, creds.as_ref(), size_limit, &|p| {
+                    tracing::debug!(status = %p.status, layer = ?p.layer, "prefetch");
+                })
+                .await
+        })
+    }
+
     /// The engine's own view of a pulled image: it must carry the committed repo digest and
     /// fit in the limit once unpacked.
     pub async fn verify(

@@ -7,11 +7,13 @@
 
 mod engine;
 mod error;
+mod gpu;
 mod registry;
 mod sandbox;
 
 pub use engine::{check_repo_digest, Engine, PullProgress};
 pub use error::{Blame, ContainerError};
+pub use gpu::{wait_released, GpuProbe};
 pub use registry::Credentials;
 pub use sandbox::{
     container_body, Gpus, Labels, Running, SandboxConfig, LABEL_ROLE, LABEL_ROUND,
