@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use crate::engine::Engine;
-use crate::error::{engine, ContainerError};
+use crate::error::{engine as engine_error, ContainerError};
 
 pub const LABEL_ROUND: &str = "cacheon.round";
 pub const LABEL_SUBMISSION: &str = "cacheon.submission";
@@ -156,7 +156,7 @@ impl Engine {
             .docker
             .create_container(Some(options), body)
             .await
-            .map_err(engine)?;
+            .map_err(engine_error)?;
         let mut running = Running {
             engine: self.clone(),
             id: created.id,
@@ -171,7 +171,7 @@ impl Engine {
                 None::<bollard::query_parameters::StartContainerOptions>,
             )
             .await
-            .map_err(engine)?;
+            .map_err(engine_error)?;
         let inspect = self
             .docker
             .inspect_container(
@@ -179,7 +179,7 @@ impl Engine {
                 None::<bollard::query_parameters::InspectContainerOptions>,
             )
             .await
-            .map_err(engine)?;
+            .map_err(engine_error)?;
         running.ip = inspect
             .network_settings
             .and_then(|n| n.networks)
@@ -213,7 +213,7 @@ impl Running {
                     None::<bollard::query_parameters::InspectContainerOptions>,
                 )
                 .await
-                .map_err(engine)?
+                .map_err(engine_error)?
                 .state
                 .unwrap_or_default();
             if state.oom_killed == Some(true) {
@@ -281,12 +281,8 @@ async fn remove(engine: &Engine, id: &str) -> Result<(), ContainerError> {
     match engine.docker.remove_container(id, Some(force)).await {
         Ok(()) => Ok(()),
         Err(e) if e.to_string().contains("No such container") => Ok(()),
-        Err(e) => Err(engine_err(e)),
+        Err(e) => Err(engine_error(e)),
     }
-}
-
-fn engine_err(e: bollard::errors::Error) -> ContainerError {
-    engine(e)
 }
 
 impl Drop for Running {
