@@ -10,7 +10,7 @@ use cacheon_core::gate::TokenId;
 use cacheon_core::prompts::ChatMessage;
 use serde::Deserialize;
 
-use crate::model::{ToyModel, EOS, EOS_TEXT};
+use crate::model::{pieces, ToyModel, EOS, EOS_TEXT};
 
 /// `<|im_start|>`: outside the generated vocabulary, like the prompt pieces.
 pub const IM_START: TokenId = 900_001;
@@ -62,25 +62,12 @@ pub fn render(
 
 /// Plain text (no template), as `/tokenize` with `prompt` does it.
 pub fn render_text(model: &ToyModel, s: &str) -> Vec<PromptToken> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    for id in model.tokenize(s) {
-        let len = piece_len(rest);
-        out.push(PromptToken {
-            id,
-            text: rest[..len].to_string(),
-        });
-        rest = &rest[len..];
-    }
-    out
-}
-
-/// Length in bytes of the first piece `ToyModel::tokenize` cuts from `s`.
-fn piece_len(s: &str) -> usize {
-    let word_start = s.find(|c: char| !c.is_whitespace()).unwrap_or(s.len());
-    s[word_start..]
-        .find(char::is_whitespace)
-        .map_or(s.len(), |i| word_start + i)
+    pieces(s)
+        .map(|piece| PromptToken {
+            id: model.piece_id(piece),
+            text: piece.to_string(),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Deserialize)]

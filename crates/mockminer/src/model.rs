@@ -95,22 +95,9 @@ impl ToyModel {
         }
     }
 
-    /// Splits text into pieces of leading whitespace plus a run of non-whitespace.
+    /// Token ids of the `pieces` of `text`.
     pub fn tokenize(&self, text: &str) -> Vec<TokenId> {
-        let mut ids = Vec::new();
-        let mut rest = text;
-        while !rest.is_empty() {
-            let word_start = rest
-                .find(|c: char| !c.is_whitespace())
-                .unwrap_or(rest.len());
-            let word_end = rest[word_start..]
-                .find(char::is_whitespace)
-                .map_or(rest.len(), |i| word_start + i);
-            let piece = &rest[..word_end];
-            ids.push(self.piece_id(piece));
-            rest = &rest[word_end..];
-        }
-        ids
+        pieces(text).map(|p| self.piece_id(p)).collect()
     }
 
     /// Log-probabilities of every candidate (index = token id, 0 = EOS) after `context`.
@@ -221,6 +208,25 @@ impl ToyModel {
             })
             .collect()
     }
+}
+
+/// The pieces `tokenize` cuts text into: leading whitespace plus a run of non-whitespace.
+pub fn pieces(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let word_start = rest
+            .find(|c: char| !c.is_whitespace())
+            .unwrap_or(rest.len());
+        let word_end = rest[word_start..]
+            .find(char::is_whitespace)
+            .map_or(rest.len(), |i| word_start + i);
+        let (piece, tail) = rest.split_at(word_end);
+        rest = tail;
+        Some(piece)
+    })
 }
 
 /// The `k` best `(token, logprob)` of a distribution, best first, ties by lower id.
