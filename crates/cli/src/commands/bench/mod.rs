@@ -91,7 +91,7 @@ pub async fn run(a: &BenchArgs) -> anyhow::Result<()> {
         table::render(&prompts, &base_summary, &evaluation, score)
     );
     if let Some(path) = &a.plot {
-        plot::write(path, &base_run, &miner_run)
+        plot::write(path, &base_summary, &evaluation.summary)
             .with_context(|| format!("writing plot {}", path.display()))?;
         println!("plot: {}", path.display());
     }

@@ -3,32 +3,22 @@
 
 use std::path::Path;
 
-use cacheon_harness::WorkloadRun;
+use cacheon_harness::Summary;
 use plotters::prelude::*;
 
 const BASELINE: RGBColor = RGBColor(90, 90, 90);
 const MINER: RGBColor = RGBColor(200, 60, 20);
 
-fn ttfts_ms(run: &WorkloadRun) -> Vec<f64> {
-    run.scored()
-        .filter_map(|r| r.ttft_ns())
-        .map(|ns| ns as f64 / 1e6)
-        .collect()
+/// TTFTs as the metrics define them (the arrival of the whole first token).
+fn ttfts_ms(summary: &Summary) -> Vec<f64> {
+    summary.requests.iter().filter_map(|m| m.ttft_ms).collect()
 }
 
-fn gaps_ms(run: &WorkloadRun) -> Vec<f64> {
-    run.scored()
-        .flat_map(|r| {
-            let at: Vec<u64> = r
-                .events
-                .iter()
-                .filter(|e| e.has_token())
-                .map(|e| e.at_ns)
-                .collect();
-            at.windows(2)
-                .map(|w| w[1].saturating_sub(w[0]) as f64 / 1e6)
-                .collect::<Vec<_>>()
-        })
+fn gaps_ms(summary: &Summary) -> Vec<f64> {
+    summary
+        .requests
+        .iter()
+        .flat_map(|m| m.itl_ms.iter().copied())
         .collect()
 }
 
@@ -43,7 +33,7 @@ fn ecdf(mut v: Vec<f64>) -> Vec<(f64, f64)> {
         .collect()
 }
 
-pub fn write(path: &Path, baseline: &WorkloadRun, miner: &WorkloadRun) -> anyhow::Result<()> {
+pub fn write(path: &Path, baseline: &Summary, miner: &Summary) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (1200, 480)).into_drawing_area();
     root.fill(&WHITE)?;
     let panels = root.split_evenly((1, 2));
