@@ -106,6 +106,15 @@ fn config(network: &str, models: &Path) -> SandboxConfig {
     }
 }
 
+/// The container's command: the image's entrypoint is `cacheon`.
+fn mock_miner(port: &str, extra: &[&str]) -> Vec<String> {
+    ["mock-miner", "--port", port]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect()
+}
+
 fn labels(round: &str, role: &str) -> Labels {
     Labels {
         round: round.into(),
@@ -149,7 +158,7 @@ async fn pulled_by_digest_sandboxed_healthy_streaming_then_removed() {
     let running = engine
         .start(
             &pinned,
-            &["mock-miner".into(), "--port".into(), "8000".into()],
+            &mock_miner("8000", &[]),
             &labels("r-stream", "challenger"),
             &cfg,
         )
@@ -346,7 +355,7 @@ async fn a_crash_and_a_never_healthy_server_are_reported_and_removed() {
     let crashing = engine
         .start(
             &pinned,
-            &["mock-miner".into(), "--port".into(), "not-a-port".into()],
+            &mock_miner("not-a-port", &[]),
             &labels("r-crash", "challenger"),
             &cfg,
         )
@@ -369,13 +378,7 @@ async fn a_crash_and_a_never_healthy_server_are_reported_and_removed() {
     let sulking = engine
         .start(
             &pinned,
-            &[
-                "mock-miner".into(),
-                "--port".into(),
-                "8000".into(),
-                "--fault".into(),
-                "failing-health".into(),
-            ],
+            &mock_miner("8000", &["--fault", "failing-health"]),
             &labels("r-sulk", "challenger"),
             &cfg,
         )
@@ -411,7 +414,7 @@ async fn leftovers_of_a_dead_pod_are_reaped() {
     let orphan: Running = engine
         .start(
             &pinned,
-            &["mock-miner".into(), "--port".into(), "8000".into()],
+            &mock_miner("8000", &[]),
             &labels("r-orphan", "king"),
             &cfg,
         )
