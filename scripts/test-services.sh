@@ -5,7 +5,9 @@
 #
 # - the Rust toolchain with rustfmt and clippy;
 # - Debian's docker.io (dockerd), docker-registry (a local registry on 127.0.0.1:5000,
-#   no auth) and busybox-static (a tool the sandbox tests put into their offline images).
+#   no auth) and busybox-static (a tool the sandbox tests put into their offline images);
+# - a Python venv ($STATE/venv) with PyPI's bittensor-drand, the chain's own timelock
+#   implementation, which the chain tests cross-check our timelock encryption against.
 set -euo pipefail
 
 need() {
@@ -72,6 +74,14 @@ YAML
     tail -20 "$STATE/registry.log" >&2
     exit 1
   }
+fi
+
+# Python reference implementations, pinned.
+VENV="$STATE/venv"
+if ! "$VENV/bin/python" -c 'import bittensor_drand' >/dev/null 2>&1; then
+  echo "test-services: creating $VENV with bittensor-drand"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'bittensor-drand==2.0.0'
 fi
 
 echo "test-services: $(cargo --version), $(docker version --format 'dockerd {{.Server.Version}}'), registry on 127.0.0.1:5000"

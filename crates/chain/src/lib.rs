@@ -1,0 +1,21 @@
+//! Everything the validator does on the subtensor chain (SPEC §3, §11): read the metagraph
+//! and the miners' commitments at a finalized block, read the weight-setting parameters,
+//! load the operator's hotkey, and set weights, directly or as a commit-reveal v4 timelocked
+//! commitment encrypted to a drand quicknet round.
+//!
+//! All chain access goes through subxt's dynamic API with metadata fetched from the node, so
+//! a runtime upgrade changes nothing here unless it changes the items themselves.
+
+pub mod client;
+pub mod commitments;
+mod error;
+pub mod metagraph;
+mod storage;
+
+pub use client::{BlockRef, Chain, Connector, FnConnector, RetryPolicy, WsConnector};
+pub use commitments::{latest_per_hotkey, CommitmentSource, ObservedCommitment};
+pub use error::ChainError;
+pub use metagraph::{Metagraph, Neuron};
+pub use subxt::utils::AccountId32;
+#[cfg(feature = "mock")]
+pub mod mock;

@@ -1,0 +1,81 @@
+//! Typed reads of single storage values at a pinned block, on subxt's dynamic API: types are
+//! checked against the node's own metadata at decode time, never against a compiled-in copy.
+
+use subxt::ext::frame_decode::storage::{IntoDecodableValues, IntoEncodableValues};
+use subxt::ext::scale_decode::DecodeAsType;
+
+use crate::client::AtBlock;
+use crate::error::{self, ChainError};
+
+/// What a storage key tuple must be for the dynamic API, e.g. `(u16,)` or `(u16, AccountId32)`.
+pub(crate) trait Keys: IntoEncodableValues + IntoDecodableValues {}
+impl<T: IntoEncodableValues + IntoDecodableValues> Keys for T {}
+
+/// Reads `pallet.entry(keys)`, falling back to the entry's default when the key is absent
+/// (ValueQuery items) and failing when there is neither.
+pub(crate) async fn value<K, V>(
+    at: &AtBlock,
+    pallet: &'static str,
+    entry: &'static str,
+    keys: K,
+) -> Result<V, ChainError>
+where
+    K: Keys,
+    V: DecodeAsType,
+{
+    let addr = subxt::dynamic::storage::<K, V>(pallet, entry);
+    let found = at
+        .storage()
+        .fetch(addr, keys)
+        .await
+        .map_err(|e| error::storage(entry, e))?;
+    found.decode().map_err(|e| ChainError::decode(entry, e))
+}
+
+/// Like [`value`] for an item newer runtimes may lack: `Ok(None)` when the metadata has no
+/// such entry, so code can support both runtimes (e.g. the stateful epoch counter).
+pub(crate) async fn value_if_present<K, V>(
+    at: &AtBlock,
+    pallet: &'static str,
+    entry: &'static str,
+    keys: K,
+) -> Result<Option<V>, ChainError>
+where
+    K: Keys,
+    V: DecodeAsType,
+{
+    if !has_entry(at, pallet, entry) {
+        return Ok(None);
+    }
+    value(at, pallet, entry, keys).await.map(Some)
+}
+
+/// Reads a map item that has no default: `Ok(None)` when the key is absent.
+pub(crate) async fn optional<K, V>(
+    at: &AtBlock,
+    pallet: &'static str,
+    entry: &'static str,
+    keys: K,
+) -> Result<Option<V>, ChainError>
+where
+    K: Keys,
+    V: DecodeAsType,
+{
+    let addr = subxt::dynamic::storage::<K, V>(pallet, entry);
+    let found = at
+        .storage()
+        .try_fetch(addr, keys)
+        .await
+        .map_err(|e| error::storage(entry, e))?;
+    found
+        .map(|v| v.decode().map_err(|e| ChainError::decode(entry, e)))
+        .transpose()
+}
+
+pub(crate) fn has_entry(at: &AtBlock, pallet: &str, entry: &str) -> bool {
+    at.metadata_ref()
+        .pallet_by_name(pallet)
+        .and_then(|p| p.storage())
+        .and_then(|s| s.entry_by_name(entry))
+        .is_some()
+}
