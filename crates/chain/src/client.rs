@@ -260,6 +260,11 @@ impl Chain {
         })
     }
 
+    /// The current connection, opened if needed; for calls that must not be retried.
+    pub(crate) async fn connected(&self) -> Result<Client, ChainError> {
+        self.client().await
+    }
+
     async fn client(&self) -> Result<Client, ChainError> {
         let mut slot = self.inner.client.lock().await;
         if let Some(client) = slot.as_ref() {

@@ -10,12 +10,16 @@ pub mod client;
 pub mod commitments;
 mod error;
 pub mod metagraph;
+pub mod params;
 mod storage;
+pub mod wallet;
 
 pub use client::{BlockRef, Chain, Connector, FnConnector, RetryPolicy, WsConnector};
 pub use commitments::{latest_per_hotkey, CommitmentSource, ObservedCommitment};
 pub use error::ChainError;
 pub use metagraph::{Metagraph, Neuron};
+pub use params::{RateLimited, WeightSettings};
 pub use subxt::utils::AccountId32;
+pub use wallet::{hotkey_path, Hotkey, WalletError};
 #[cfg(feature = "mock")]
 pub mod mock;

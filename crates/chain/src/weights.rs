@@ -1,0 +1,209 @@
+//! Setting weights (SPEC §11): `set_weights` when commit-reveal is off, and
+//! `commit_timelocked_mechanism_weights` (commit-reveal v4) when it is on, where the chain
+//! decrypts the commitment itself once drand publishes the reveal round's signature.
+//!
+//! Signing is split from submitting so an operator's dry run builds and logs the very bytes
+//! that would be sent.
+
+use cacheon_core::WeightVector;
+use parity_scale_codec::Encode;
+use subxt::config::SubstrateExtrinsicParamsBuilder;
+use subxt::utils::{AccountId32, H256};
+use subxt::SubstrateConfig;
+use subxt_signer::sr25519::Keypair;
+
+use crate::client::{self, BlockRef, Chain};
+use crate::drand::{self, Quicknet};
+use crate::error::ChainError;
+use crate::params::WeightSettings;
+use crate::tlock;
+
+/// The main mechanism: Cacheon has one.
+pub const MAIN_MECHANISM: u8 = 0;
+/// Signed extrinsics live this many blocks past the block they were built at.
+pub const MORTALITY_BLOCKS: u64 = 64;
+
+/// A weights extrinsic, before signing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub enum WeightsCall {
+    /// `SubtensorModule.set_weights(netuid, dests, weights, version_key)`.
+    SetWeights {
+        netuid: u16,
+        dests: Vec<u16>,
+        weights: Vec<u16>,
+        version_key: u64,
+    },
+    /// `SubtensorModule.commit_timelocked_mechanism_weights(netuid, mecid, commit,
+    /// reveal_round, commit_reveal_version)`.
+    CommitTimelockedMechanismWeights {
+        netuid: u16,
+        mecid: u8,
+        #[serde(serialize_with = "hex_bytes")]
+        commit: Vec<u8>,
+        reveal_round: u64,
+        commit_reveal_version: u16,
+    },
+}
+
+fn hex_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("0x{}", hex::encode(bytes)))
+}
+
+impl WeightsCall {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::SetWeights { .. } => "set_weights",
+            Self::CommitTimelockedMechanismWeights { .. } => "commit_timelocked_mechanism_weights",
+        }
+    }
+
+    fn payload(&self) -> subxt::transactions::DynamicPayload<subxt::ext::scale_value::Composite<()>> {
+        use subxt::ext::scale_value::{Composite, Value};
+        let u16s = |xs: &[u16]| Value::unnamed_composite(xs.iter().map(|x| Value::u128(u128::from(*x))));
+        let fields = match self {
+            Self::SetWeights {
+                netuid,
+                dests,
+                weights,
+                version_key,
+            } => vec![
+                Value::u128(u128::from(*netuid)),
+                u16s(dests),
+                u16s(weights),
+                Value::u128(u128::from(*version_key)),
+            ],
+            Self::CommitTimelockedMechanismWeights {
+                netuid,
+                mecid,
+                commit,
+                reveal_round,
+                commit_reveal_version,
+            } => vec![
+                Value::u128(u128::from(*netuid)),
+                Value::u128(u128::from(*mecid)),
+                Value::from_bytes(commit),
+                Value::u128(u128::from(*reveal_round)),
+                Value::u128(u128::from(*commit_reveal_version)),
+            ],
+        };
+        subxt::dynamic::tx("SubtensorModule", self.name(), Composite::unnamed(fields))
+    }
+}
+
+/// The plaintext of a commit-reveal v4 commitment, which the chain decodes at reveal time:
+/// SCALE `{hotkey: Vec<u8>, uids: Vec<u16>, values: Vec<u16>, version_key: u64}`.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, parity_scale_codec::Decode)]
+pub struct CommitPayload {
+    pub hotkey: Vec<u8>,
+    pub uids: Vec<u16>,
+    pub values: Vec<u16>,
+    pub version_key: u64,
+}
+
+/// Chooses the call the chain's settings require for `weights`, encrypting them to the
+/// right drand round when commit-reveal is on. `now_unix` is wall-clock seconds.
+pub fn weights_call(
+    settings: &WeightSettings,
+    hotkey: &AccountId32,
+    weights: &WeightVector,
+    now_unix: u64,
+    quicknet: &Quicknet,
+) -> Result<WeightsCall, ChainError> {
+    if !settings.commit_reveal {
+        return Ok(WeightsCall::SetWeights {
+            netuid: settings.netuid,
+            dests: weights.uids.clone(),
+            weights: weights.weights.clone(),
+            version_key: settings.version_key,
+        });
+    }
+    let reveal_round = drand::reveal_round(settings, settings.block.number, now_unix, quicknet);
+    let payload = CommitPayload {
+        hotkey: hotkey.0.to_vec(),
+        uids: weights.uids.clone(),
+        values: weights.weights.clone(),
+        version_key: settings.version_key,
+    };
+    let commit = tlock::encrypt(&quicknet.public_key, reveal_round, &payload.encode(), &mut rand_core::OsRng)
+        .map_err(|e| ChainError::decode("drand public key", e))?;
+    Ok(WeightsCall::CommitTimelockedMechanismWeights {
+        netuid: settings.netuid,
+        mecid: MAIN_MECHANISM,
+        commit,
+        reveal_round,
+        commit_reveal_version: settings.commit_reveal_version,
+    })
+}
+
+/// A signed weights extrinsic, ready to submit or to log in a dry run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SignedWeights {
+    pub call: WeightsCall,
+    pub signer: String,
+    pub nonce: u64,
+    /// The block its mortality counts from.
+    pub block: BlockRef,
+    /// The SCALE extrinsic, length prefix included, exactly as it would be sent.
+    #[serde(serialize_with = "hex_bytes")]
+    pub extrinsic: Vec<u8>,
+    #[serde(serialize_with = "hex_bytes")]
+    pub hash: Vec<u8>,
+}
+
+impl Chain {
+    /// Signs `call` with `keypair` at `block` (the account's nonce comes from the node).
+    pub async fn sign_weights(
+        &self,
+        keypair: &Keypair,
+        call: WeightsCall,
+        block: BlockRef,
+    ) -> Result<SignedWeights, ChainError> {
+        let account = keypair.public_key().to_account_id();
+        let call = &call;
+        let account = &account;
+        self.run("sign weights", |client| async move {
+            let at = client::at(&client, block).await?;
+            let tx = at.tx();
+            let nonce = tx
+                .account_nonce(account)
+                .await
+                .map_err(|e| ChainError::Rpc(format!("account nonce: {e}")))?;
+            let params = SubstrateExtrinsicParamsBuilder::<SubstrateConfig>::new()
+                .nonce(nonce)
+                .mortal_from_unchecked(MORTALITY_BLOCKS, block.number, H256(block.hash))
+                .build();
+            let payload = call.payload();
+            let mut signable = tx
+                .create_signable_offline(&payload, params)
+                .map_err(|e| ChainError::Missing(format!("{} as this runtime defines it: {e}", call.name())))?;
+            let signed = signable
+                .sign(keypair)
+                .map_err(|e| ChainError::Missing(format!("signing {}: {e}", call.name())))?;
+            Ok(SignedWeights {
+                call: call.clone(),
+                signer: account.to_string(),
+                nonce,
+                block,
+                extrinsic: signed.encoded().to_vec(),
+                hash: signed.hash().0.to_vec(),
+            })
+        })
+        .await
+    }
+
+    /// Submits a signed extrinsic and waits until the node accepts it into its pool. Not
+    /// retried: resending is the caller's decision (same bytes, same nonce, so harmless).
+    pub async fn submit(&self, signed: &SignedWeights) -> Result<[u8; 32], ChainError> {
+        let bytes = signed.extrinsic.clone();
+        let client = self.connected().await?;
+        let at = client::at(&client, signed.block).await?;
+        let hash = at
+            .tx()
+            .from_bytes(bytes)
+            .submit()
+            .await
+            .map_err(|e| ChainError::Rejected(e.to_string()))?;
+        Ok(hash.0)
+    }
+}
