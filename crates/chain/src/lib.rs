@@ -8,18 +8,23 @@
 
 pub mod client;
 pub mod commitments;
+pub mod drand;
 mod error;
 pub mod metagraph;
 pub mod params;
 mod storage;
+pub mod tlock;
 pub mod wallet;
+pub mod weights;
 
 pub use client::{BlockRef, Chain, Connector, FnConnector, RetryPolicy, WsConnector};
 pub use commitments::{latest_per_hotkey, CommitmentSource, ObservedCommitment};
+pub use drand::Quicknet;
 pub use error::ChainError;
 pub use metagraph::{Metagraph, Neuron};
 pub use params::{RateLimited, WeightSettings};
 pub use subxt::utils::AccountId32;
 pub use wallet::{hotkey_path, Hotkey, WalletError};
+pub use weights::{weights_call, CommitPayload, SignedWeights, WeightsCall};
 #[cfg(feature = "mock")]
 pub mod mock;

@@ -3,6 +3,7 @@
 //! and when this validator last set weights, plus the epoch facts the reveal round depends on.
 
 use crate::client::{self, BlockRef, Chain};
+use crate::drand::EpochState;
 use crate::error::ChainError;
 use crate::storage;
 
@@ -25,6 +26,8 @@ pub struct WeightSettings {
     pub reveal_period_epochs: u64,
     /// `LastUpdate`, indexed by uid: the block each uid last set weights.
     pub last_update: Vec<u64>,
+    /// The stateful epoch counter, on runtimes that have one (absent at spec 393).
+    pub epoch: Option<EpochState>,
 }
 
 /// Why weights cannot be set now.
@@ -72,10 +75,27 @@ impl Chain {
                 reveal_period_epochs: storage::value(&at, M, "RevealPeriodEpochs", (netuid,))
                     .await?,
                 last_update: storage::value(&at, M, "LastUpdate", (netuid,)).await?,
+                epoch: epoch_state(&at, netuid).await?,
             })
         })
         .await
     }
+}
+
+/// The stateful epoch items, if this runtime has them (all or nothing).
+async fn epoch_state(at: &client::AtBlock, netuid: u16) -> Result<Option<EpochState>, ChainError> {
+    const M: &str = "SubtensorModule";
+    let index: Option<u64> =
+        storage::value_if_present(at, M, "SubnetEpochIndex", (netuid,)).await?;
+    let Some(subnet_epoch_index) = index else {
+        return Ok(None);
+    };
+    Ok(Some(EpochState {
+        last_epoch_block: storage::value(at, M, "LastEpochBlock", (netuid,)).await?,
+        pending_epoch_at: storage::value(at, M, "PendingEpochAt", (netuid,)).await?,
+        subnet_epoch_index,
+        blocks_since_last_step: storage::value(at, M, "BlocksSinceLastStep", (netuid,)).await?,
+    }))
 }
 
 #[cfg(test)]
@@ -97,6 +117,7 @@ mod tests {
             tempo: 360,
             reveal_period_epochs: 1,
             last_update: vec![0, 1000],
+            epoch: None,
         };
         assert_eq!(settings.check_rate_limit(0, 5), Ok(()), "never set");
         assert_eq!(

@@ -10,13 +10,13 @@ use parity_scale_codec::Encode;
 use subxt::config::SubstrateExtrinsicParamsBuilder;
 use subxt::utils::{AccountId32, H256};
 use subxt::SubstrateConfig;
-use subxt_signer::sr25519::Keypair;
 
 use crate::client::{self, BlockRef, Chain};
 use crate::drand::{self, Quicknet};
 use crate::error::ChainError;
 use crate::params::WeightSettings;
 use crate::tlock;
+use crate::wallet::Hotkey;
 
 /// The main mechanism: Cacheon has one.
 pub const MAIN_MECHANISM: u8 = 0;
@@ -58,9 +58,12 @@ impl WeightsCall {
         }
     }
 
-    fn payload(&self) -> subxt::transactions::DynamicPayload<subxt::ext::scale_value::Composite<()>> {
+    fn payload(
+        &self,
+    ) -> subxt::transactions::DynamicPayload<subxt::ext::scale_value::Composite<()>> {
         use subxt::ext::scale_value::{Composite, Value};
-        let u16s = |xs: &[u16]| Value::unnamed_composite(xs.iter().map(|x| Value::u128(u128::from(*x))));
+        let u16s =
+            |xs: &[u16]| Value::unnamed_composite(xs.iter().map(|x| Value::u128(u128::from(*x))));
         let fields = match self {
             Self::SetWeights {
                 netuid,
@@ -107,7 +110,7 @@ pub fn weights_call(
     settings: &WeightSettings,
     hotkey: &AccountId32,
     weights: &WeightVector,
-    now_unix: u64,
+    now_unix: f64,
     quicknet: &Quicknet,
 ) -> Result<WeightsCall, ChainError> {
     if !settings.commit_reveal {
@@ -125,8 +128,13 @@ pub fn weights_call(
         values: weights.weights.clone(),
         version_key: settings.version_key,
     };
-    let commit = tlock::encrypt(&quicknet.public_key, reveal_round, &payload.encode(), &mut rand_core::OsRng)
-        .map_err(|e| ChainError::decode("drand public key", e))?;
+    let commit = tlock::encrypt(
+        &quicknet.public_key,
+        reveal_round,
+        &payload.encode(),
+        &mut rand_core::OsRng,
+    )
+    .map_err(|e| ChainError::decode("timelock encryption", e))?;
     Ok(WeightsCall::CommitTimelockedMechanismWeights {
         netuid: settings.netuid,
         mecid: MAIN_MECHANISM,
@@ -152,14 +160,14 @@ pub struct SignedWeights {
 }
 
 impl Chain {
-    /// Signs `call` with `keypair` at `block` (the account's nonce comes from the node).
+    /// Signs `call` with `hotkey` at `block` (the account's nonce comes from the node).
     pub async fn sign_weights(
         &self,
-        keypair: &Keypair,
+        hotkey: &Hotkey,
         call: WeightsCall,
         block: BlockRef,
     ) -> Result<SignedWeights, ChainError> {
-        let account = keypair.public_key().to_account_id();
+        let account = hotkey.account_id();
         let call = &call;
         let account = &account;
         self.run("sign weights", |client| async move {
@@ -174,11 +182,11 @@ impl Chain {
                 .mortal_from_unchecked(MORTALITY_BLOCKS, block.number, H256(block.hash))
                 .build();
             let payload = call.payload();
-            let mut signable = tx
-                .create_signable_offline(&payload, params)
-                .map_err(|e| ChainError::Missing(format!("{} as this runtime defines it: {e}", call.name())))?;
+            let mut signable = tx.create_signable_offline(&payload, params).map_err(|e| {
+                ChainError::Missing(format!("{} as this runtime defines it: {e}", call.name()))
+            })?;
             let signed = signable
-                .sign(keypair)
+                .sign(hotkey)
                 .map_err(|e| ChainError::Missing(format!("signing {}: {e}", call.name())))?;
             Ok(SignedWeights {
                 call: call.clone(),
