@@ -19,6 +19,12 @@ pub enum ChainError {
     /// The node refused a transaction.
     #[error("the node refused the extrinsic: {0}")]
     Rejected(String),
+    /// The hotkey holds no uid on the subnet.
+    #[error("hotkey {hotkey} is not registered on netuid {netuid}")]
+    NotRegistered { hotkey: String, netuid: u16 },
+    /// The chain would refuse weights now (rate limit).
+    #[error(transparent)]
+    RateLimited(#[from] crate::params::RateLimited),
     /// Still failing after every retry.
     #[error("gave up after {attempts} attempts: {last}")]
     Exhausted {

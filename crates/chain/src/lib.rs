@@ -25,6 +25,8 @@ pub use metagraph::{Metagraph, Neuron};
 pub use params::{RateLimited, WeightSettings};
 pub use subxt::utils::AccountId32;
 pub use wallet::{hotkey_path, Hotkey, WalletError};
-pub use weights::{weights_call, CommitPayload, SignedWeights, WeightsCall};
+pub use weights::{
+    weights_call, CommitPayload, SignedWeights, Submit, WeightsCall, WeightsOutcome,
+};
 #[cfg(feature = "mock")]
 pub mod mock;

@@ -100,6 +100,34 @@ impl Chain {
         .await
     }
 
+    /// Checks the validator's own hotkey at start: registered (else an error) and, with a
+    /// warning if not, holding a validator permit (without one the chain ignores its weights).
+    pub async fn check_validator(
+        &self,
+        netuid: u16,
+        hotkey: &AccountId32,
+    ) -> Result<(u16, bool), ChainError> {
+        let block = self.finalized().await?;
+        let uid =
+            self.uid_of(netuid, hotkey, block)
+                .await?
+                .ok_or_else(|| ChainError::NotRegistered {
+                    hotkey: hotkey.to_string(),
+                    netuid,
+                })?;
+        let permits: Vec<bool> = self
+            .run("validator permit", |client| async move {
+                let at = client::at(&client, block).await?;
+                storage::value(&at, "SubtensorModule", "ValidatorPermit", (netuid,)).await
+            })
+            .await?;
+        let permit = permits.get(usize::from(uid)).copied().unwrap_or(false);
+        if !permit {
+            tracing::warn!(netuid, uid, hotkey = %hotkey, "the hotkey has no validator permit: the chain will ignore its weights until it earns one");
+        }
+        Ok((uid, permit))
+    }
+
     /// The uid `hotkey` holds on `netuid`, if it is registered.
     pub async fn uid_of(
         &self,

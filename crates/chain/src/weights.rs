@@ -215,3 +215,77 @@ impl Chain {
         Ok(hash.0)
     }
 }
+
+/// Whether to send the signed extrinsic or only build and log it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submit {
+    Yes,
+    DryRun,
+}
+
+/// What [`Chain::set_weights`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WeightsOutcome {
+    pub uid: u16,
+    pub signed: SignedWeights,
+    /// The extrinsic hash the node accepted; `None` in a dry run.
+    #[serde(serialize_with = "hex_opt")]
+    pub submitted: Option<[u8; 32]>,
+}
+
+fn hex_opt<S: serde::Serializer>(hash: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
+    match hash {
+        Some(h) => s.serialize_some(&format!("0x{}", hex::encode(h))),
+        None => s.serialize_none(),
+    }
+}
+
+impl Chain {
+    /// Sets `weights` on `netuid` as the chain currently requires: checks registration and
+    /// the rate limit at the finalized block, picks `set_weights` or a timelocked commit,
+    /// signs, logs, and submits unless `submit` is [`Submit::DryRun`].
+    pub async fn set_weights(
+        &self,
+        hotkey: &Hotkey,
+        netuid: u16,
+        weights: &WeightVector,
+        quicknet: &Quicknet,
+        submit: Submit,
+    ) -> Result<WeightsOutcome, ChainError> {
+        let block = self.finalized().await?;
+        let account = hotkey.account_id();
+        let uid = self.uid_of(netuid, &account, block).await?.ok_or_else(|| {
+            ChainError::NotRegistered {
+                hotkey: account.to_string(),
+                netuid,
+            }
+        })?;
+        let settings = self.weight_settings(netuid, block).await?;
+        settings.check_rate_limit(uid, block.number)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        let call = weights_call(&settings, &account, weights, now, quicknet)?;
+        let signed = self.sign_weights(hotkey, call, block).await?;
+        tracing::info!(
+            netuid,
+            uid,
+            call = signed.call.name(),
+            block = block.number,
+            nonce = signed.nonce,
+            dry_run = submit == Submit::DryRun,
+            extrinsic = %format!("0x{}", hex::encode(&signed.extrinsic)),
+            "weights extrinsic built"
+        );
+        let submitted = match submit {
+            Submit::DryRun => None,
+            Submit::Yes => Some(self.submit(&signed).await?),
+        };
+        Ok(WeightsOutcome {
+            uid,
+            signed,
+            submitted,
+        })
+    }
+}
