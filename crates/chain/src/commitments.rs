@@ -111,7 +111,7 @@ async fn revealed(
             .decode()
             .map_err(|e| ChainError::decode(ENTRY, e))?;
         out.extend(reveals.into_iter().map(|(raw, block)| ObservedCommitment {
-            hotkey: hotkey.clone(),
+            hotkey,
             block,
             source: CommitmentSource::Revealed,
             raw,

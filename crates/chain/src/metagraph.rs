@@ -137,7 +137,7 @@ impl Chain {
     ) -> Result<Option<u16>, ChainError> {
         self.run("uid lookup", |client| async move {
             let at = client::at(&client, block).await?;
-            storage::optional(&at, "SubtensorModule", "Uids", (netuid, hotkey.clone())).await
+            storage::optional(&at, "SubtensorModule", "Uids", (netuid, *hotkey)).await
         })
         .await
     }

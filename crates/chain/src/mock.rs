@@ -13,6 +13,8 @@ use subxt::rpcs::client::mock_rpc_client::MockRpcClient;
 use subxt::rpcs::client::RpcClient;
 use subxt::utils::AccountId32;
 
+pub use jsonrpsee::server::ServerHandle;
+
 use crate::client::{ConnectFuture, Connector};
 use crate::error::ChainError;
 
@@ -392,6 +394,66 @@ impl State {
                 }))
             }
         })
+    }
+}
+
+/// Every JSON-RPC method the node answers (subxt's legacy backend uses no others).
+const METHODS: [&str; 8] = [
+    "chain_getBlockHash",
+    "chain_getFinalizedHead",
+    "chain_getHeader",
+    "state_call",
+    "state_getStorage",
+    "state_getKeysPaged",
+    "state_queryStorageAt",
+    "rpc_methods",
+];
+
+impl MockNode {
+    /// Serves the node over a real websocket on `addr` (port 0 picks one), so another
+    /// process (the `cacheon` binary in tests) can talk to it as to a subtensor node.
+    pub async fn serve_ws(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> std::io::Result<(std::net::SocketAddr, ServerHandle)> {
+        use jsonrpsee::types::ErrorObjectOwned;
+        let to_rpc =
+            |e: subxt::rpcs::Error| ErrorObjectOwned::owned(-32000, e.to_string(), None::<()>);
+        let mut module = jsonrpsee::RpcModule::new(self.clone());
+        for method in METHODS {
+            module
+                .register_method(method, move |params, node: &MockNode, _| {
+                    node.handle(method, params.as_str()).map_err(to_rpc)
+                })
+                .map_err(std::io::Error::other)?;
+        }
+        module
+            .register_subscription(
+                "author_submitAndWatchExtrinsic",
+                "author_extrinsicUpdate",
+                "author_unwatchExtrinsic",
+                move |params, pending, node: Arc<MockNode>, _| async move {
+                    let items =
+                        match node.subscribe("author_submitAndWatchExtrinsic", params.as_str()) {
+                            Ok(items) => items,
+                            Err(e) => {
+                                pending.reject(to_rpc(e)).await;
+                                return Ok(());
+                            }
+                        };
+                    let sink = pending.accept().await?;
+                    for item in items {
+                        sink.send(serde_json::value::to_raw_value(&item)?).await?;
+                    }
+                    jsonrpsee::core::SubscriptionResult::Ok(())
+                },
+            )
+            .map_err(std::io::Error::other)?;
+        let server = jsonrpsee::server::ServerBuilder::default()
+            .build(addr)
+            .await?;
+        let bound = server.local_addr()?;
+        Ok((bound, server.start(module)))
     }
 }
 

@@ -168,12 +168,12 @@ impl Hotkey {
         let keypair = if let Some(phrase) = file.secret_phrase.as_deref() {
             let seed =
                 seed_from_phrase(phrase).map_err(|e| malformed(format!("secretPhrase: {e}")))?;
-            mini_secret_keypair(&seed)
+            mini_secret_keypair(&seed).map_err(|e| malformed(format!("secretPhrase: {e}")))?
         } else if let Some(seed) = file.secret_seed.as_deref() {
             let seed = Zeroizing::new(
                 hex32(seed).ok_or_else(|| malformed("secretSeed is not 32 hex bytes".into()))?,
             );
-            mini_secret_keypair(&seed)
+            mini_secret_keypair(&seed).map_err(|e| malformed(format!("secretSeed: {e}")))?
         } else if let Some(key) = file.private_key.as_deref() {
             let raw = Zeroizing::new(
                 hex::decode(key.trim_start_matches("0x"))
@@ -205,7 +205,7 @@ impl Hotkey {
 
     /// The hotkey's account (its SS58 address with `to_string()`).
     pub fn account_id(&self) -> AccountId32 {
-        self.account.clone()
+        self.account
     }
 
     /// An sr25519 signature in Substrate's signing context.
@@ -217,7 +217,7 @@ impl Hotkey {
 
 impl subxt::transactions::Signer<SubstrateConfig> for Hotkey {
     fn account_id(&self) -> AccountId32 {
-        self.account.clone()
+        self.account
     }
 
     fn sign(&self, signer_payload: &[u8]) -> MultiSignature {
@@ -226,11 +226,10 @@ impl subxt::transactions::Signer<SubstrateConfig> for Hotkey {
 }
 
 /// Substrate's rule: the mini secret is expanded the ed25519 way.
-fn mini_secret_keypair(seed: &[u8; 32]) -> schnorrkel::Keypair {
-    // 32 bytes always make a mini secret key; the error branch cannot be taken.
+fn mini_secret_keypair(seed: &[u8; 32]) -> Result<schnorrkel::Keypair, String> {
     MiniSecretKey::from_bytes(seed)
         .map(|mini| mini.expand_to_keypair(ExpansionMode::Ed25519))
-        .unwrap_or_else(|_| MiniSecretKey::generate().expand_to_keypair(ExpansionMode::Ed25519))
+        .map_err(|_| "not a 32-byte mini secret".to_owned())
 }
 
 /// Substrate's BIP39 seed: PBKDF2-HMAC-SHA512 over the phrase's *entropy* (not its words),
@@ -322,7 +321,7 @@ mod tests {
     fn phrase_gives_btcli_seed_and_matches_subxt_signer() {
         let seed = seed_from_phrase(PHRASE).expect("phrase");
         assert_eq!(format!("0x{}", hex::encode(*seed)), SEED);
-        let ours = mini_secret_keypair(&seed);
+        let ours = mini_secret_keypair(&seed).expect("keypair");
         let mnemonic = subxt_signer::bip39::Mnemonic::parse(PHRASE).expect("phrase");
         let theirs = subxt_signer::sr25519::Keypair::from_phrase(&mnemonic, None).expect("keypair");
         assert_eq!(ours.public.to_bytes(), theirs.public_key().0);

@@ -44,6 +44,105 @@ pub enum Command {
     MockMiner(MockMinerArgs),
     /// Measure a server against a baseline with the validator's own workload, gate and score.
     Bench(BenchArgs),
+    /// Inspect the chain as the validator sees it: metagraph, commitments, weight settings.
+    Chain(ChainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ChainArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[command(subcommand)]
+    pub command: ChainCommand,
+}
+
+/// Where the subtensor node is and how patiently to talk to it.
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// Subtensor node websocket endpoint.
+    #[arg(
+        long = "subtensor-url",
+        env = "CACHEON_SUBTENSOR_URL",
+        default_value = "wss://entrypoint-finney.opentensor.ai:443"
+    )]
+    pub url: String,
+    /// Deadline for each RPC call, in seconds.
+    #[arg(long, env = "CACHEON_RPC_TIMEOUT_SECS", default_value_t = 30)]
+    pub rpc_timeout_secs: u64,
+    /// Attempts per chain operation (reconnecting between them) before giving up.
+    #[arg(long, env = "CACHEON_RPC_ATTEMPTS", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rpc_attempts: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChainCommand {
+    /// Every uid of the subnet: hotkey and validator permit.
+    Metagraph(ChainQuery),
+    /// Every commitment on the subnet (revealed and plain), decoded and validated as the
+    /// host would: the latest per hotkey, or all with `--all`.
+    Commitments(CommitmentsArgs),
+    /// The subnet's weight-setting rules (version key, commit-reveal, rate limit, epochs).
+    Weights(ChainQuery),
+    /// Sign weights for one uid with the validator's hotkey, as the host would; with
+    /// `--dry-run`, print the extrinsic instead of submitting it.
+    SetWeights(SetWeightsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChainQuery {
+    #[arg(long, env = "CACHEON_NETUID", default_value_t = 14)]
+    pub netuid: u16,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CommitmentsArgs {
+    #[command(flatten)]
+    pub query: ChainQuery,
+    /// Show every stored commitment, not only each hotkey's latest.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// The validator's hotkey in a btcli wallet directory.
+#[derive(Debug, Clone, Args)]
+pub struct WalletArgs {
+    #[arg(
+        long,
+        env = "CACHEON_WALLET_PATH",
+        default_value = "~/.bittensor/wallets"
+    )]
+    pub wallet_path: String,
+    #[arg(long, env = "CACHEON_WALLET_NAME", default_value = "default")]
+    pub wallet_name: String,
+    #[arg(long, env = "CACHEON_WALLET_HOTKEY", default_value = "default")]
+    pub wallet_hotkey: String,
+    /// Password of an encrypted ($NACL) hotkey file; btcli's BT_PW_ variable also works.
+    #[arg(
+        long = "wallet-password",
+        env = "CACHEON_WALLET_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SetWeightsArgs {
+    #[arg(long, env = "CACHEON_NETUID", default_value_t = 14)]
+    pub netuid: u16,
+    #[command(flatten)]
+    pub wallet: WalletArgs,
+    /// The uid to give all weight to (the king's); omit for the burn uid.
+    #[arg(long)]
+    pub uid: Option<u16>,
+    /// Where weight goes when there is no king.
+    #[arg(long, env = "CACHEON_BURN_UID", default_value_t = 0)]
+    pub burn_uid: u16,
+    /// Build, sign and print the extrinsic, but do not submit it.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

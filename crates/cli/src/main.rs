@@ -37,5 +37,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => commands::db::migrate(&a).await,
         Command::MockMiner(a) => commands::mock_miner::run(&a).await,
         Command::Bench(a) => commands::bench::run(&a).await,
+        Command::Chain(a) => commands::chain::run(&a).await,
     }
 }

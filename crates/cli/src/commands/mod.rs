@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod chain;
 pub mod db;
 pub mod mock_miner;
 pub mod prompts;
