@@ -38,8 +38,12 @@ fn sig(hex_sig: &str) -> ark_bls12_381::G1Affine {
 
 /// Runs the Python reference. Missing Python is a failure: run scripts/test-services.sh.
 fn reference(request: Value) -> Value {
-    let python = std::env::var("CACHEON_TEST_PYTHON")
-        .unwrap_or_else(|_| "/tmp/cacheon-test-services/venv/bin/python".to_owned());
+    // Where scripts/test-services.sh put it (same variables, same default).
+    let python = std::env::var("CACHEON_TEST_PYTHON").unwrap_or_else(|_| {
+        let state = std::env::var("CACHEON_TEST_STATE")
+            .unwrap_or_else(|_| "/tmp/cacheon-test-services".to_owned());
+        format!("{state}/venv/bin/python")
+    });
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tlock_reference.py");
     let mut child = Command::new(&python)
         .arg(script)
