@@ -80,7 +80,12 @@ fi
 VENV="$STATE/venv"
 if ! "$VENV/bin/python" -c 'import bittensor_drand' >/dev/null 2>&1; then
   echo "test-services: creating $VENV with bittensor-drand"
-  python3 -m venv "$VENV"
+  if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+    # Debian's own python3 ships venv separately.
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    python3 -m venv "$VENV"
+  fi
   "$VENV/bin/pip" install -q --disable-pip-version-check 'bittensor-drand==2.0.0'
 fi
 
