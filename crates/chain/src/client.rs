@@ -66,7 +66,7 @@ pub type ConnectFuture = Pin<Box<dyn Future<Output = Result<RpcClient, ChainErro
 /// [`Chain`] code runs over both.
 pub trait Connector: Send + Sync + 'static {
     fn connect(&self) -> ConnectFuture;
-    /// Where it connects, for logs (no credentials: node URLs carry none).
+    /// Where it connects, for logs and errors: never credentials (see [`redact_url`]).
     fn describe(&self) -> String;
 }
 
@@ -95,13 +95,28 @@ impl Connector for WsConnector {
                 .request_timeout(timeout)
                 .build(&url)
                 .await
-                .map_err(|e| ChainError::Rpc(format!("connecting to {url}: {e}")))?;
+                .map_err(|e| ChainError::Rpc(format!("connecting to {}: {e}", redact_url(&url))))?;
             Ok(RpcClient::new(ws))
         })
     }
 
     fn describe(&self) -> String {
-        self.url.clone()
+        redact_url(&self.url)
+    }
+}
+
+/// `scheme://host[:port]` of a node URL. Hosted endpoints carry API keys in the user info,
+/// path or query; none of that may reach a log line or an error.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if scheme.is_empty() {
+        host.to_owned()
+    } else {
+        format!("{scheme}://{host}")
     }
 }
 
@@ -185,7 +200,7 @@ struct Inner {
     connector: Box<dyn Connector>,
     config: SubstrateConfig,
     policy: RetryPolicy,
-    client: Mutex<Option<Client>>,
+    client: Mutex<Option<(Client, RpcClient)>>,
 }
 
 impl Chain {
@@ -260,30 +275,62 @@ impl Chain {
         })
     }
 
+    /// Drops the connection so the next operation opens a new one.
+    pub(crate) async fn reset(&self) {
+        *self.inner.client.lock().await = None;
+    }
+
     /// The current connection, opened if needed; for calls that must not be retried.
     pub(crate) async fn connected(&self) -> Result<Client, ChainError> {
         self.client().await
     }
 
     async fn client(&self) -> Result<Client, ChainError> {
+        self.connection().await.map(|(client, _)| client)
+    }
+
+    async fn connection(&self) -> Result<(Client, RpcClient), ChainError> {
         let mut slot = self.inner.client.lock().await;
-        if let Some(client) = slot.as_ref() {
-            return Ok(client.clone());
+        if let Some(connection) = slot.as_ref() {
+            return Ok(connection.clone());
         }
         let rpc = self.inner.connector.connect().await?;
         let rpc = RpcClient::new(TimeoutRpc {
             inner: rpc,
             timeout: self.inner.policy.rpc_timeout,
         });
-        let backend = LegacyBackend::<SubstrateConfig>::builder().build(rpc);
+        let backend = LegacyBackend::<SubstrateConfig>::builder().build(rpc.clone());
         let client = Client::from_backend_with_config(self.inner.config.clone(), Arc::new(backend))
             .await
             .map_err(|e| {
                 ChainError::Rpc(format!("opening {}: {e}", self.inner.connector.describe()))
             })?;
         tracing::debug!(node = %self.inner.connector.describe(), "connected to subtensor");
-        *slot = Some(client.clone());
-        Ok(client)
+        *slot = Some((client.clone(), rpc.clone()));
+        Ok((client, rpc))
+    }
+
+    /// The number of the node's best (not yet finalized) block: where a transaction sent
+    /// now lands next. The reveal round is predicted from it.
+    pub async fn best_number(&self) -> Result<u64, ChainError> {
+        self.run("best block", |_| async move {
+            let (_, rpc) = self.connection().await?;
+            let header: serde_json::Value = rpc
+                .request("chain_getHeader", subxt::rpcs::rpc_params![])
+                .await
+                .map_err(|e| ChainError::Rpc(format!("best block: {e}")))?;
+            let number = header
+                .get("number")
+                .ok_or_else(|| ChainError::decode("best header", "no number"))?;
+            let parsed = match number {
+                serde_json::Value::String(hex) => {
+                    u64::from_str_radix(hex.trim_start_matches("0x"), 16).ok()
+                }
+                other => other.as_u64(),
+            };
+            parsed.ok_or_else(|| ChainError::decode("best header", format!("number {number}")))
+        })
+        .await
     }
 
     /// The latest finalized block.
@@ -317,6 +364,16 @@ pub(crate) fn block_ref(at: &AtBlock) -> BlockRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            redact_url("wss://user:pw@node.example.com:443/ws/KEY123?apikey=s3cret"),
+            "wss://node.example.com:443"
+        );
+        assert_eq!(redact_url("ws://127.0.0.1:9944"), "ws://127.0.0.1:9944");
+        assert_eq!(redact_url("node.example.com/abc"), "node.example.com");
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

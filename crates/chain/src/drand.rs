@@ -63,85 +63,144 @@ pub struct EpochState {
     pub blocks_since_last_step: u64,
 }
 
-/// The drand round to encrypt a commit made now (`now_unix`, at `current_block`) to.
-pub fn reveal_round(
-    settings: &WeightSettings,
-    current_block: u64,
-    now_unix: f64,
-    quicknet: &Quicknet,
-) -> u64 {
-    let first_reveal_block = match settings.epoch {
-        Some(state) => first_reveal_block_stateful(
-            state,
-            settings.tempo,
-            current_block,
-            settings.reveal_period_epochs,
-        ),
-        None => Some(first_reveal_block_legacy(
-            settings.netuid,
-            settings.tempo,
-            current_block,
-            settings.reveal_period_epochs,
-        )),
-    };
-    // A subnet with tempo 0 never runs an epoch; fall back to one reveal period of max tempo.
-    let first_reveal_block = first_reveal_block.unwrap_or(current_block.saturating_add(MAX_TEMPO));
-    let blocks = (first_reveal_block + SECURITY_BLOCK_OFFSET).saturating_sub(current_block);
-    quicknet.round_at(now_unix + blocks as f64 * BLOCK_TIME_SECS)
+/// Why no reveal round can be predicted: then nothing is committed (a commit the chain never
+/// reveals, or one readable early, is worse than none).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RevealError {
+    #[error("the subnet's tempo is 0: it runs no epochs, so a commit would never be revealed")]
+    TempoIsZero,
+    #[error("no epoch boundary found within the simulation bound")]
+    BoundExceeded,
+    #[error("block arithmetic overflows with these chain values")]
+    Overflow,
+    #[error("the system clock is before drand's genesis; fix the clock")]
+    ClockBeforeGenesis,
 }
 
-/// Older runtimes: `epoch(b) = (b + netuid + 1) / (tempo + 1)`.
+/// The drand round to encrypt a commit made now (`now_unix`) to. `settings` were read at a
+/// finalized block; `head` is the node's best block, after which the commit lands. The
+/// stateful epoch counter is advanced from the finalized block to the head first, so an
+/// epoch that starts in between is accounted for.
+pub fn reveal_round(
+    settings: &WeightSettings,
+    head: u64,
+    now_unix: f64,
+    quicknet: &Quicknet,
+) -> Result<u64, RevealError> {
+    // `is_none_or`-style: NaN compares as None and is refused too.
+    if now_unix
+        .partial_cmp(&(quicknet.genesis_time as f64))
+        .is_none_or(|o| o == std::cmp::Ordering::Less)
+    {
+        return Err(RevealError::ClockBeforeGenesis);
+    }
+    let head = head.max(settings.block.number);
+    let first_reveal_block = match settings.epoch {
+        Some(state) => {
+            let state = advance(state, settings.tempo, settings.block.number, head)?;
+            first_reveal_block_stateful(state, settings.tempo, head, settings.reveal_period_epochs)?
+        }
+        None => first_reveal_block_legacy(
+            settings.netuid,
+            settings.tempo,
+            head,
+            settings.reveal_period_epochs,
+        )
+        .ok_or(RevealError::Overflow)?,
+    };
+    let blocks = first_reveal_block
+        .checked_add(SECURITY_BLOCK_OFFSET)
+        .ok_or(RevealError::Overflow)?
+        .saturating_sub(head);
+    Ok(quicknet.round_at(now_unix + blocks as f64 * BLOCK_TIME_SECS))
+}
+
+/// Older runtimes: `epoch(b) = (b + netuid + 1) / (tempo + 1)`. `None` on overflow.
 pub fn first_reveal_block_legacy(
     netuid: u16,
     tempo: u16,
     current_block: u64,
     period_epochs: u64,
-) -> u64 {
+) -> Option<u64> {
     let tp1 = u64::from(tempo) + 1;
     let np1 = u64::from(netuid) + 1;
-    let epoch = (current_block + np1) / tp1;
-    (epoch.saturating_add(period_epochs))
-        .saturating_mul(tp1)
-        .saturating_sub(np1)
+    let epoch = current_block.checked_add(np1)? / tp1;
+    epoch
+        .checked_add(period_epochs)?
+        .checked_mul(tp1)?
+        .checked_sub(np1)
+}
+
+fn should_run(s: &EpochState, tempo: u64, block: u64) -> bool {
+    (s.pending_epoch_at > 0 && block >= s.pending_epoch_at)
+        || s.blocks_since_last_step > MAX_TEMPO
+        || block.saturating_sub(s.last_epoch_block) >= tempo
+}
+
+/// The chain's per-block step of the epoch counter.
+fn step(s: &mut EpochState, tempo: u64, block: u64) {
+    s.blocks_since_last_step = s.blocks_since_last_step.saturating_add(1);
+    if should_run(s, tempo, block) {
+        s.last_epoch_block = block;
+        s.pending_epoch_at = 0;
+        s.subnet_epoch_index = s.subnet_epoch_index.saturating_add(1);
+        s.blocks_since_last_step = 0;
+    }
+}
+
+/// The epoch state at `to`, from the state read at `from` (blocks `from+1..=to` stepped).
+pub fn advance(
+    state: EpochState,
+    tempo: u16,
+    from: u64,
+    to: u64,
+) -> Result<EpochState, RevealError> {
+    if tempo == 0 {
+        return Err(RevealError::TempoIsZero);
+    }
+    if to.saturating_sub(from) > MAX_TEMPO {
+        return Err(RevealError::BoundExceeded);
+    }
+    let mut s = state;
+    for block in from.saturating_add(1)..=to {
+        step(&mut s, u64::from(tempo), block);
+    }
+    Ok(s)
 }
 
 /// Newer runtimes: simulate the chain's epoch schedule block by block from the next block
 /// (where the commit lands) until the counter reaches the commit's epoch plus the period.
-/// `None` when no epoch ever runs (tempo 0).
 pub fn first_reveal_block_stateful(
     state: EpochState,
     tempo: u16,
     current_block: u64,
     period_epochs: u64,
-) -> Option<u64> {
+) -> Result<u64, RevealError> {
     if tempo == 0 {
-        return None;
+        return Err(RevealError::TempoIsZero);
     }
     let tempo = u64::from(tempo);
-    let should_run = |s: &EpochState, block: u64| {
-        (s.pending_epoch_at > 0 && block >= s.pending_epoch_at)
-            || s.blocks_since_last_step > MAX_TEMPO
-            || block.saturating_sub(s.last_epoch_block) >= tempo
+    let epoch_at = |s: &EpochState, block: u64| {
+        s.subnet_epoch_index
+            .saturating_add(u64::from(should_run(s, tempo, block)))
     };
-    let epoch_at =
-        |s: &EpochState, block: u64| s.subnet_epoch_index + u64::from(should_run(s, block));
-    let first = current_block + 1;
-    let target = epoch_at(&state, first) + period_epochs;
+    let first = current_block.checked_add(1).ok_or(RevealError::Overflow)?;
+    let target = epoch_at(&state, first)
+        .checked_add(period_epochs)
+        .ok_or(RevealError::Overflow)?;
+    let limit = period_epochs
+        .checked_mul(MAX_TEMPO)
+        .and_then(|b| b.checked_add(MAX_TEMPO))
+        .and_then(|b| b.checked_add(first))
+        .ok_or(RevealError::Overflow)?;
     let mut s = state;
-    let limit = first + period_epochs.saturating_mul(MAX_TEMPO) + MAX_TEMPO;
     for block in first..=limit {
         if epoch_at(&s, block) == target {
-            return Some(block);
+            return Ok(block);
         }
-        s.blocks_since_last_step += 1;
-        if should_run(&s, block) {
-            s.last_epoch_block = block;
-            s.pending_epoch_at = 0;
-            s.subnet_epoch_index += 1;
-            s.blocks_since_last_step = 0;
-        }
+        step(&mut s, tempo, block);
     }
-    None
+    Err(RevealError::BoundExceeded)
 }
 
 #[cfg(test)]
@@ -156,23 +215,33 @@ mod tests {
             subnet_epoch_index: index,
             blocks_since_last_step: 0,
         };
+        assert_eq!(first_reveal_block_stateful(s(10, 0, 0), 50, 10, 1), Ok(60));
+        assert_eq!(first_reveal_block_stateful(s(80, 95, 0), 20, 91, 1), Ok(95));
         assert_eq!(
-            first_reveal_block_stateful(s(10, 0, 0), 50, 10, 1),
-            Some(60)
+            first_reveal_block_stateful(s(10, 0, 0), 0, 10, 1),
+            Err(RevealError::TempoIsZero)
         );
         assert_eq!(
-            first_reveal_block_stateful(s(80, 95, 0), 20, 91, 1),
-            Some(95)
+            first_reveal_block_stateful(s(10, 0, 0), 50, u64::MAX, 1),
+            Err(RevealError::Overflow)
         );
-        assert_eq!(first_reveal_block_stateful(s(10, 0, 0), 0, 10, 1), None);
+        // Advancing to the head: an epoch at block 60 moves the counter, so a prediction from
+        // the head targets the epoch after it.
+        let at_head = advance(s(10, 0, 0), 50, 10, 62).expect("advance");
+        assert_eq!(
+            (at_head.subnet_epoch_index, at_head.last_epoch_block),
+            (1, 60)
+        );
+        assert_eq!(first_reveal_block_stateful(at_head, 50, 62, 1), Ok(110));
     }
 
     #[test]
     fn legacy_schedule_reveals_at_the_next_epochs_first_block() {
         // netuid 14, tempo 360: epochs start where (b + 15) % 361 == 0.
-        let b = first_reveal_block_legacy(14, 360, 1000, 1);
+        let b = first_reveal_block_legacy(14, 360, 1000, 1).expect("block");
         assert_eq!((b + 15) % 361, 0);
         assert!(b > 1000 && b <= 1000 + 361, "{b}");
-        assert_eq!(first_reveal_block_legacy(14, 360, 1000, 2), b + 361);
+        assert_eq!(first_reveal_block_legacy(14, 360, 1000, 2), Some(b + 361));
+        assert_eq!(first_reveal_block_legacy(14, 360, u64::MAX, 1), None);
     }
 }

@@ -25,6 +25,9 @@ pub enum ChainError {
     /// The chain would refuse weights now (rate limit).
     #[error(transparent)]
     RateLimited(#[from] crate::params::RateLimited),
+    /// No safe drand round to encrypt weights to.
+    #[error(transparent)]
+    Reveal(#[from] crate::drand::RevealError),
     /// Still failing after every retry.
     #[error("gave up after {attempts} attempts: {last}")]
     Exhausted {

@@ -249,8 +249,9 @@ fn seed_from_phrase(phrase: &str) -> Result<Zeroizing<[u8; 32]>, String> {
 }
 
 fn hex32(s: &str) -> Option<[u8; 32]> {
-    let bytes = hex::decode(s.trim_start_matches("0x")).ok()?;
-    bytes.try_into().ok()
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s.trim_start_matches("0x"), &mut out).ok()?;
+    Some(out)
 }
 
 /// `$NACL` body: 24-byte nonce, then the secretbox (tag + ciphertext).

@@ -105,11 +105,13 @@ pub struct CommitPayload {
 }
 
 /// Chooses the call the chain's settings require for `weights`, encrypting them to the
-/// right drand round when commit-reveal is on. `now_unix` is wall-clock seconds.
+/// right drand round when commit-reveal is on. `head` is the node's best block and
+/// `now_unix` wall-clock seconds.
 pub fn weights_call(
     settings: &WeightSettings,
     hotkey: &AccountId32,
     weights: &WeightVector,
+    head: u64,
     now_unix: f64,
     quicknet: &Quicknet,
 ) -> Result<WeightsCall, ChainError> {
@@ -121,7 +123,7 @@ pub fn weights_call(
             version_key: settings.version_key,
         });
     }
-    let reveal_round = drand::reveal_round(settings, settings.block.number, now_unix, quicknet);
+    let reveal_round = drand::reveal_round(settings, head, now_unix, quicknet)?;
     let payload = CommitPayload {
         hotkey: hotkey.0.to_vec(),
         uids: weights.uids.clone(),
@@ -200,19 +202,38 @@ impl Chain {
         .await
     }
 
-    /// Submits a signed extrinsic and waits until the node accepts it into its pool. Not
-    /// retried: resending is the caller's decision (same bytes, same nonce, so harmless).
+    /// Submits a signed extrinsic and waits (at most one RPC timeout) until the node accepts
+    /// it into its pool. Not retried: resending is the caller's decision (same bytes, same
+    /// nonce, so harmless). A transport failure is `Rpc`/`Timeout` (transient; the
+    /// connection is dropped), a refusal by the node is `Rejected`.
     pub async fn submit(&self, signed: &SignedWeights) -> Result<[u8; 32], ChainError> {
-        let bytes = signed.extrinsic.clone();
+        let timeout = self.policy().rpc_timeout;
         let client = self.connected().await?;
         let at = client::at(&client, signed.block).await?;
-        let hash = at
-            .tx()
-            .from_bytes(bytes)
-            .submit()
-            .await
-            .map_err(|e| ChainError::Rejected(e.to_string()))?;
-        Ok(hash.0)
+        let tx = at.tx().from_bytes(signed.extrinsic.clone());
+        let result = tokio::time::timeout(timeout, tx.submit()).await;
+        let outcome = match result {
+            Err(_) => Err(ChainError::Timeout(timeout)),
+            Ok(Ok(hash)) => Ok(hash.0),
+            Ok(Err(e)) => {
+                let text = e.to_string();
+                // The node's verdicts on the transaction itself; anything else is transport.
+                let refused = [
+                    "Invalid", "invalid", "Dropped", "dropped", "Usurped", "Error",
+                ]
+                .iter()
+                .any(|word| text.contains(word));
+                Err(if refused {
+                    ChainError::Rejected(text)
+                } else {
+                    ChainError::Rpc(text)
+                })
+            }
+        };
+        if outcome.as_ref().is_err_and(ChainError::is_transient) {
+            self.reset().await;
+        }
+        outcome
     }
 }
 
@@ -262,11 +283,13 @@ impl Chain {
         })?;
         let settings = self.weight_settings(netuid, block).await?;
         settings.check_rate_limit(uid, block.number)?;
+        // A clock before 1970 reads as 0, which reveal_round refuses.
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or_default();
-        let call = weights_call(&settings, &account, weights, now, quicknet)?;
+        let head = self.best_number().await?;
+        let call = weights_call(&settings, &account, weights, head, now, quicknet)?;
         let signed = self.sign_weights(hotkey, call, block).await?;
         tracing::info!(
             netuid,

@@ -240,13 +240,15 @@ fn weights_commit_matches_get_encrypted_commit_v2() {
             current,
             answer["before"].as_f64().expect("before"),
             &quicknet,
-        );
+        )
+        .expect("round");
         let ours_hi = drand::reveal_round(
             &settings,
             current,
             answer["after"].as_f64().expect("after"),
             &quicknet,
-        );
+        )
+        .expect("round");
         let theirs = answer["round"].as_u64().expect("round");
         assert!(
             ours_lo <= theirs && theirs <= ours_hi,

@@ -217,7 +217,7 @@ async fn timelocked_commit_bytes_decode_and_decrypt_to_the_weights() {
     // Choose "now" so the reveal round is one whose signature drand has published, so the
     // test can open the commitment as the chain will.
     let target = 1_000_000u64;
-    let first = drand::first_reveal_block_legacy(NETUID, 360, block.number, 1);
+    let first = drand::first_reveal_block_legacy(NETUID, 360, block.number, 1).expect("block");
     let ahead =
         (first + drand::SECURITY_BLOCK_OFFSET - block.number) as f64 * drand::BLOCK_TIME_SECS;
     let now = drand::QUICKNET_GENESIS as f64 + target as f64 * 3.0 + 1.0 - ahead;
@@ -225,8 +225,15 @@ async fn timelocked_commit_bytes_decode_and_decrypt_to_the_weights() {
         uids: vec![1, 5],
         weights: vec![100, u16::MAX],
     };
-    let call =
-        weights_call(&settings, &hotkey().account_id(), &weights, now, &quicknet).expect("call");
+    let call = weights_call(
+        &settings,
+        &hotkey().account_id(),
+        &weights,
+        block.number,
+        now,
+        &quicknet,
+    )
+    .expect("call");
     let WeightsCall::CommitTimelockedMechanismWeights { reveal_round, .. } = &call else {
         panic!("commit-reveal is on: {call:?}");
     };
