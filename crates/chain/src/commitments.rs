@@ -11,7 +11,8 @@ use subxt::ext::scale_value::{Composite, Primitive, Value, ValueDef};
 use subxt::utils::AccountId32;
 
 use crate::client::{self, BlockRef, Chain};
-use crate::error::{self, ChainError};
+use crate::error::ChainError;
+use crate::storage;
 
 /// Where a commitment was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -87,58 +88,36 @@ impl Chain {
     }
 }
 
+/// One revealed plaintext and the block it was revealed at, as the pallet stores it.
+type Reveal = (Vec<u8>, u64);
+
 async fn revealed(
     at: &client::AtBlock,
     netuid: u16,
 ) -> Result<Vec<ObservedCommitment>, ChainError> {
-    const ENTRY: &str = "RevealedCommitments";
-    let addr =
-        subxt::dynamic::storage::<(u16, AccountId32), Vec<(Vec<u8>, u64)>>("Commitments", ENTRY);
-    let mut entries = at
-        .storage()
-        .iter(addr, (netuid,))
-        .await
-        .map_err(|e| error::storage(ENTRY, e))?;
-    let mut out = Vec::new();
-    while let Some(entry) = entries.next().await {
-        let entry = entry.map_err(|e| error::storage(ENTRY, e))?;
-        let (_, hotkey) = entry
-            .key()
-            .and_then(|k| k.decode())
-            .map_err(|e| ChainError::decode("RevealedCommitments key", e))?;
-        let reveals = entry
-            .value()
-            .decode()
-            .map_err(|e| ChainError::decode(ENTRY, e))?;
-        out.extend(reveals.into_iter().map(|(raw, block)| ObservedCommitment {
-            hotkey,
-            block,
-            source: CommitmentSource::Revealed,
-            raw,
-        }));
-    }
-    Ok(out)
+    let hotkeys: Vec<(AccountId32, Vec<Reveal>)> =
+        storage::entries(at, "Commitments", "RevealedCommitments", netuid).await?;
+    Ok(hotkeys
+        .into_iter()
+        .flat_map(|(hotkey, reveals)| {
+            reveals
+                .into_iter()
+                .map(move |(raw, block)| ObservedCommitment {
+                    hotkey,
+                    block,
+                    source: CommitmentSource::Revealed,
+                    raw,
+                })
+        })
+        .collect())
 }
 
 async fn plain(at: &client::AtBlock, netuid: u16) -> Result<Vec<ObservedCommitment>, ChainError> {
     const ENTRY: &str = "CommitmentOf";
-    let addr = subxt::dynamic::storage::<(u16, AccountId32), Value>("Commitments", ENTRY);
-    let mut entries = at
-        .storage()
-        .iter(addr, (netuid,))
-        .await
-        .map_err(|e| error::storage(ENTRY, e))?;
+    let registrations: Vec<(AccountId32, Value)> =
+        storage::entries(at, "Commitments", ENTRY, netuid).await?;
     let mut out = Vec::new();
-    while let Some(entry) = entries.next().await {
-        let entry = entry.map_err(|e| error::storage(ENTRY, e))?;
-        let (_, hotkey) = entry
-            .key()
-            .and_then(|k| k.decode())
-            .map_err(|e| ChainError::decode("CommitmentOf key", e))?;
-        let registration = entry
-            .value()
-            .decode()
-            .map_err(|e| ChainError::decode(ENTRY, e))?;
+    for (hotkey, registration) in registrations {
         let (block, raw) = registration_fields(&registration).ok_or_else(|| {
             ChainError::decode(ENTRY, "no `block` or `info.fields` in the registration")
         })?;

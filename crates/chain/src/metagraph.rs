@@ -3,7 +3,7 @@
 use subxt::utils::AccountId32;
 
 use crate::client::{self, BlockRef, Chain};
-use crate::error::{self, ChainError};
+use crate::error::ChainError;
 use crate::storage;
 
 /// One registered neuron.
@@ -50,23 +50,9 @@ impl Chain {
             let permits: Vec<bool> =
                 storage::value(&at, "SubtensorModule", "ValidatorPermit", (netuid,)).await?;
             let mut hotkeys: Vec<Option<AccountId32>> = vec![None; usize::from(n)];
-            let addr =
-                subxt::dynamic::storage::<(u16, u16), AccountId32>("SubtensorModule", "Keys");
-            let mut entries = at
-                .storage()
-                .iter(addr, (netuid,))
-                .await
-                .map_err(|e| error::storage("Keys", e))?;
-            while let Some(entry) = entries.next().await {
-                let entry = entry.map_err(|e| error::storage("Keys", e))?;
-                let (_, uid) = entry
-                    .key()
-                    .and_then(|k| k.decode())
-                    .map_err(|e| ChainError::decode("Keys key", e))?;
-                let hotkey = entry
-                    .value()
-                    .decode()
-                    .map_err(|e| ChainError::decode("Keys", e))?;
+            let keys: Vec<(u16, AccountId32)> =
+                storage::entries(&at, "SubtensorModule", "Keys", netuid).await?;
+            for (uid, hotkey) in keys {
                 // Keys beyond SubnetworkN are stale leftovers of a shrunk subnet.
                 if let Some(slot) = hotkeys.get_mut(usize::from(uid)) {
                     *slot = Some(hotkey);

@@ -23,13 +23,9 @@ where
     K: Keys,
     V: DecodeAsType,
 {
-    let addr = subxt::dynamic::storage::<K, V>(pallet, entry);
-    let found = at
-        .storage()
-        .fetch(addr, keys)
-        .await
-        .map_err(|e| error::storage(entry, e))?;
-    found.decode().map_err(|e| ChainError::decode(entry, e))
+    optional(at, pallet, entry, keys)
+        .await?
+        .ok_or_else(|| error::storage(entry, subxt::error::StorageError::NoValueFound))
 }
 
 /// Like [`value`] for an item newer runtimes may lack: `Ok(None)` when the metadata has no
@@ -50,7 +46,7 @@ where
     value(at, pallet, entry, keys).await.map(Some)
 }
 
-/// Reads a map item that has no default: `Ok(None)` when the key is absent.
+/// Reads a map item: `Ok(None)` when the key is absent and the entry has no default.
 pub(crate) async fn optional<K, V>(
     at: &AtBlock,
     pallet: &'static str,
@@ -70,6 +66,41 @@ where
     found
         .map(|v| v.decode().map_err(|e| ChainError::decode(entry, e)))
         .transpose()
+}
+
+/// Every `(second key, value)` of a double map under the first key `first`, in one prefix
+/// iteration (the second key must be stored recoverably, e.g. `Twox64Concat`, `Identity`).
+pub(crate) async fn entries<K2, V>(
+    at: &AtBlock,
+    pallet: &'static str,
+    entry: &'static str,
+    first: u16,
+) -> Result<Vec<(K2, V)>, ChainError>
+where
+    (u16, K2): Keys,
+    (u16,): subxt::storage::PrefixOf<(u16, K2)>,
+    V: DecodeAsType,
+{
+    let addr = subxt::dynamic::storage::<(u16, K2), V>(pallet, entry);
+    let mut iter = at
+        .storage()
+        .iter(addr, (first,))
+        .await
+        .map_err(|e| error::storage(entry, e))?;
+    let mut out = Vec::new();
+    while let Some(item) = iter.next().await {
+        let item = item.map_err(|e| error::storage(entry, e))?;
+        let (_, second) = item
+            .key()
+            .and_then(|k| k.decode())
+            .map_err(|e| ChainError::decode(entry, format!("key: {e}")))?;
+        let value = item
+            .value()
+            .decode()
+            .map_err(|e| ChainError::decode(entry, e))?;
+        out.push((second, value));
+    }
+    Ok(out)
 }
 
 pub(crate) fn has_entry(at: &AtBlock, pallet: &str, entry: &str) -> bool {
