@@ -182,12 +182,8 @@ impl RpcClientT for TimeoutRpc {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct BlockRef {
     pub number: u64,
-    #[serde(serialize_with = "hex_hash")]
+    #[serde(serialize_with = "crate::serde_fmt::hex")]
     pub hash: [u8; 32],
-}
-
-fn hex_hash<S: serde::Serializer>(hash: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("0x{}", hex::encode(hash)))
 }
 
 /// A handle on the chain that survives disconnects. Cheap to clone.
@@ -280,12 +276,8 @@ impl Chain {
         *self.inner.client.lock().await = None;
     }
 
-    /// The current connection, opened if needed; for calls that must not be retried.
-    pub(crate) async fn connected(&self) -> Result<Client, ChainError> {
-        self.client().await
-    }
-
-    async fn client(&self) -> Result<Client, ChainError> {
+    /// The current connection, opened if needed (also for calls that must not be retried).
+    pub(crate) async fn client(&self) -> Result<Client, ChainError> {
         self.connection().await.map(|(client, _)| client)
     }
 

@@ -27,13 +27,13 @@ pub enum CommitmentSource {
 /// One commitment as found on chain, not yet decoded.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ObservedCommitment {
-    #[serde(serialize_with = "ss58")]
+    #[serde(serialize_with = "crate::serde_fmt::ss58")]
     pub hotkey: AccountId32,
     /// The commit block of a plain commitment, the reveal block of a revealed one.
     pub block: u64,
     pub source: CommitmentSource,
     /// The committed bytes exactly as stored (a revealed plaintext still has its SCALE prefix).
-    #[serde(serialize_with = "hex_bytes")]
+    #[serde(serialize_with = "crate::serde_fmt::hex")]
     pub raw: Vec<u8>,
 }
 
@@ -47,14 +47,6 @@ impl ObservedCommitment {
     pub fn decode(&self) -> Result<Commitment, CommitmentError> {
         decode_commitment(&self.raw)
     }
-}
-
-fn ss58<S: serde::Serializer>(id: &AccountId32, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&id.to_string())
-}
-
-fn hex_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("0x{}", hex::encode(bytes)))
 }
 
 /// The latest commitment of each hotkey (SPEC §3: latest wins), ordered by hotkey. At equal

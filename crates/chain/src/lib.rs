@@ -12,6 +12,7 @@ pub mod drand;
 mod error;
 pub mod metagraph;
 pub mod params;
+mod serde_fmt;
 mod storage;
 pub mod tlock;
 pub mod wallet;

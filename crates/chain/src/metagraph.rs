@@ -10,13 +10,9 @@ use crate::storage;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Neuron {
     pub uid: u16,
-    #[serde(serialize_with = "ss58")]
+    #[serde(serialize_with = "crate::serde_fmt::ss58")]
     pub hotkey: AccountId32,
     pub validator_permit: bool,
-}
-
-fn ss58<S: serde::Serializer>(id: &AccountId32, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&id.to_string())
 }
 
 /// Every uid of a subnet at one block; `neurons[uid].uid == uid`.

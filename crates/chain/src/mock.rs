@@ -324,11 +324,10 @@ impl MockNode {
             }
             "rpc_methods" => json!({"methods": []}),
             other => {
-                return Err(subxt::rpcs::Error::User(subxt::rpcs::UserError {
-                    code: -32601,
-                    message: format!("mock node: method {other} not found"),
-                    data: None,
-                }))
+                return Err(rpc_error(
+                    -32601,
+                    format!("mock node: method {other} not found"),
+                ))
             }
         };
         Ok(result)
@@ -341,11 +340,10 @@ impl MockNode {
     ) -> Result<Vec<Value>, subxt::rpcs::Error> {
         self.count(method)?;
         if method != "author_submitAndWatchExtrinsic" {
-            return Err(subxt::rpcs::Error::User(subxt::rpcs::UserError {
-                code: -32601,
-                message: format!("mock node: subscription {method} not found"),
-                data: None,
-            }));
+            return Err(rpc_error(
+                -32601,
+                format!("mock node: subscription {method} not found"),
+            ));
         }
         let params: Vec<Value> = serde_json::from_str(params.unwrap_or("[]"))
             .map_err(subxt::rpcs::Error::Deserialization)?;
@@ -387,11 +385,10 @@ impl State {
                 self.nonces.get(&account).copied().unwrap_or(0).encode()
             }
             other => {
-                return Err(subxt::rpcs::Error::User(subxt::rpcs::UserError {
-                    code: -32000,
-                    message: format!("mock node: runtime call {other} not supported"),
-                    data: None,
-                }))
+                return Err(rpc_error(
+                    -32000,
+                    format!("mock node: runtime call {other} not supported"),
+                ))
             }
         })
     }
@@ -472,6 +469,15 @@ impl Connector for MockConnector {
     fn describe(&self) -> String {
         "mock subtensor node".to_owned()
     }
+}
+
+/// A JSON-RPC error answer.
+fn rpc_error(code: i32, message: String) -> subxt::rpcs::Error {
+    subxt::rpcs::Error::User(subxt::rpcs::UserError {
+        code,
+        message,
+        data: None,
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -39,15 +39,11 @@ pub enum WeightsCall {
     CommitTimelockedMechanismWeights {
         netuid: u16,
         mecid: u8,
-        #[serde(serialize_with = "hex_bytes")]
+        #[serde(serialize_with = "crate::serde_fmt::hex")]
         commit: Vec<u8>,
         reveal_round: u64,
         commit_reveal_version: u16,
     },
-}
-
-fn hex_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("0x{}", hex::encode(bytes)))
 }
 
 impl WeightsCall {
@@ -155,9 +151,9 @@ pub struct SignedWeights {
     /// The block its mortality counts from.
     pub block: BlockRef,
     /// The SCALE extrinsic, length prefix included, exactly as it would be sent.
-    #[serde(serialize_with = "hex_bytes")]
+    #[serde(serialize_with = "crate::serde_fmt::hex")]
     pub extrinsic: Vec<u8>,
-    #[serde(serialize_with = "hex_bytes")]
+    #[serde(serialize_with = "crate::serde_fmt::hex")]
     pub hash: Vec<u8>,
 }
 
@@ -208,7 +204,7 @@ impl Chain {
     /// connection is dropped), a refusal by the node is `Rejected`.
     pub async fn submit(&self, signed: &SignedWeights) -> Result<[u8; 32], ChainError> {
         let timeout = self.policy().rpc_timeout;
-        let client = self.connected().await?;
+        let client = self.client().await?;
         let at = client::at(&client, signed.block).await?;
         let tx = at.tx().from_bytes(signed.extrinsic.clone());
         let result = tokio::time::timeout(timeout, tx.submit()).await;
@@ -250,15 +246,8 @@ pub struct WeightsOutcome {
     pub uid: u16,
     pub signed: SignedWeights,
     /// The extrinsic hash the node accepted; `None` in a dry run.
-    #[serde(serialize_with = "hex_opt")]
+    #[serde(serialize_with = "crate::serde_fmt::hex_opt")]
     pub submitted: Option<[u8; 32]>,
-}
-
-fn hex_opt<S: serde::Serializer>(hash: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
-    match hash {
-        Some(h) => s.serialize_some(&format!("0x{}", hex::encode(h))),
-        None => s.serialize_none(),
-    }
 }
 
 impl Chain {
