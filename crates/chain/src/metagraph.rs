@@ -90,13 +90,7 @@ impl Chain {
         hotkey: &AccountId32,
     ) -> Result<(u16, bool), ChainError> {
         let block = self.finalized().await?;
-        let uid =
-            self.uid_of(netuid, hotkey, block)
-                .await?
-                .ok_or_else(|| ChainError::NotRegistered {
-                    hotkey: hotkey.to_string(),
-                    netuid,
-                })?;
+        let uid = self.registered_uid(netuid, hotkey, block).await?;
         let permits: Vec<bool> = self
             .run("validator permit", |client| async move {
                 let at = client::at(&client, block).await?;
@@ -108,6 +102,21 @@ impl Chain {
             tracing::warn!(netuid, uid, hotkey = %hotkey, "the hotkey has no validator permit: the chain will ignore its weights until it earns one");
         }
         Ok((uid, permit))
+    }
+
+    /// The uid `hotkey` holds on `netuid`; `NotRegistered` if it holds none.
+    pub async fn registered_uid(
+        &self,
+        netuid: u16,
+        hotkey: &AccountId32,
+        block: BlockRef,
+    ) -> Result<u16, ChainError> {
+        self.uid_of(netuid, hotkey, block)
+            .await?
+            .ok_or_else(|| ChainError::NotRegistered {
+                hotkey: hotkey.to_string(),
+                netuid,
+            })
     }
 
     /// The uid `hotkey` holds on `netuid`, if it is registered.

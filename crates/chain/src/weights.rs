@@ -264,12 +264,7 @@ impl Chain {
     ) -> Result<WeightsOutcome, ChainError> {
         let block = self.finalized().await?;
         let account = hotkey.account_id();
-        let uid = self.uid_of(netuid, &account, block).await?.ok_or_else(|| {
-            ChainError::NotRegistered {
-                hotkey: account.to_string(),
-                netuid,
-            }
-        })?;
+        let uid = self.registered_uid(netuid, &account, block).await?;
         let settings = self.weight_settings(netuid, block).await?;
         settings.check_rate_limit(uid, block.number)?;
         // A clock before 1970 reads as 0, which reveal_round refuses.
