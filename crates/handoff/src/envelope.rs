@@ -75,8 +75,12 @@ pub fn seal<T: Serialize>(
     map.remove(MAC_FIELD);
     map.insert(VERSION_FIELD.into(), Value::String(SCHEMA_VERSION.into()));
     if let Some(secret) = secret {
-        let mac = mac(secret, &canonical(&map)?);
-        map.insert(MAC_FIELD.into(), Value::String(hex::encode(mac)));
+        let mut mac = hmac(secret)?;
+        mac.update(&canonical(&map)?);
+        map.insert(
+            MAC_FIELD.into(),
+            Value::String(hex::encode(mac.finalize().into_bytes())),
+        );
     }
     serde_json::to_vec_pretty(&Value::Object(map))
         .map_err(|e| EnvelopeError::Serialize(e.to_string()))
@@ -170,15 +174,9 @@ fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<(), EnvelopeError> {
     }
 }
 
-fn mac(secret: &HandoffSecret, bytes: &[u8]) -> Vec<u8> {
-    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-    match <Hmac<Sha256> as Mac>::new_from_slice(&secret.0) {
-        Ok(mut m) => {
-            m.update(bytes);
-            m.finalize().into_bytes().to_vec()
-        }
-        Err(_) => Vec::new(),
-    }
+/// HMAC-SHA256 keyed with the secret (HMAC takes keys of any length: this cannot fail).
+fn hmac(secret: &HandoffSecret) -> Result<Hmac<Sha256>, EnvelopeError> {
+    <Hmac<Sha256> as Mac>::new_from_slice(&secret.0).map_err(|_| EnvelopeError::BadMac)
 }
 
 fn major(version: &str) -> Option<u32> {
