@@ -6,8 +6,12 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use cacheon_core::gate::GateThresholds;
+use cacheon_core::prompts::WorkloadShape;
 use cacheon_core::prompts::{Corpus, Templates};
+use cacheon_harness::HarnessConfig;
 use include_dir::{include_dir, Dir};
+use serde::Deserialize;
 
 use crate::args::WorkloadSource;
 
@@ -77,4 +81,30 @@ fn read_corpus_dir(root: &Path) -> anyhow::Result<Vec<(String, String)>> {
         }
     }
     Ok(docs)
+}
+
+/// The optional `--workload` file: any part left out keeps the validator's default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadFile {
+    pub shape: Option<WorkloadShape>,
+    pub harness: Option<HarnessConfig>,
+    pub thresholds: Option<GateThresholds>,
+}
+
+/// Reads a `--workload` file.
+pub fn read_file(path: &Path) -> anyhow::Result<WorkloadFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading workload {}", path.display()))?;
+    let file: WorkloadFile = serde_json::from_str(&text)
+        .with_context(|| format!("workload {} is not valid", path.display()))?;
+    if let Some(h) = &file.harness {
+        if h.concurrency == 0 || h.max_tokens == 0 {
+            bail!(
+                "workload {}: concurrency and max_tokens must be positive",
+                path.display()
+            );
+        }
+    }
+    Ok(file)
 }

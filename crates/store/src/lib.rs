@@ -21,7 +21,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-pub use read::{ContestantRow, WeightSubmissionRow};
+pub use read::{ContestantRow, StateCount, WeightSubmissionRow};
 pub use read::{KingEvent, KingRow, RoundRow, RoundState, SubmissionFilter, SubmissionRow};
 pub use write::{
     ApplyOutcome, ContestantVerdict, NewRound, ObservedCommitment, Recorded, VerdictOutcome,

@@ -275,3 +275,56 @@ impl Store {
         )
     }
 }
+
+/// How many submissions are in one state (the status API's counts and gauges).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StateCount {
+    pub state: SubmissionState,
+    pub count: u64,
+}
+
+impl Store {
+    /// Submissions per state: every state once, in `SubmissionState::ALL` order, zeros
+    /// included, so a consumer never has to guess whether a missing state means zero.
+    pub async fn submission_counts(&self) -> Result<Vec<StateCount>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM submissions GROUP BY state")
+                .fetch_all(self.reader())
+                .await?;
+        let mut counts: Vec<StateCount> = SubmissionState::ALL
+            .iter()
+            .map(|&state| StateCount { state, count: 0 })
+            .collect();
+        for (code, n) in rows {
+            let state: SubmissionState = parse_code(&code)?;
+            let n = u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("count {n}")))?;
+            if let Some(c) = counts.iter_mut().find(|c| c.state == state) {
+                c.count = n;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The `limit` most recent rounds, newest first, each with its contestants, read in
+    /// one transaction so the list is one snapshot.
+    pub async fn recent_rounds(&self, limit: u32) -> Result<Vec<RoundRow>> {
+        let mut conn = self.reader().begin().await?;
+        let ids: Vec<(i64,)> = sqlx::query_as("SELECT id FROM rounds ORDER BY id DESC LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut rounds = Vec::with_capacity(ids.len());
+        for (id,) in ids {
+            rounds.extend(round(&mut conn, id).await?);
+        }
+        Ok(rounds)
+    }
+
+    /// How many rounds are open.
+    pub async fn open_round_count(&self) -> Result<u64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM rounds WHERE state = 'open'")
+            .fetch_one(self.reader())
+            .await?;
+        u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("count {n}")))
+    }
+}

@@ -1,5 +1,8 @@
 pub mod bench;
 pub mod chain;
 pub mod db;
+mod handoff;
+pub mod host;
 pub mod mock_miner;
+pub mod pod;
 pub mod prompts;

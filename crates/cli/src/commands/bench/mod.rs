@@ -5,31 +5,21 @@
 mod plot;
 mod table;
 
-use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use cacheon_core::gate::GateThresholds;
-use cacheon_core::prompts::{generate, Phase, PromptSet, WorkloadShape};
+use cacheon_core::prompts::{generate, Phase, PromptSet};
 use cacheon_harness::{
     contestant_score, evaluate, measure_baseline, run as run_workload, Baseline, Evaluation,
     HarnessConfig, Progress, Summary, Target, WorkloadRun,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::args::BenchArgs;
 use crate::workload;
-
-/// The optional `--workload` file: any part left out keeps the validator's default.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WorkloadFile {
-    shape: Option<WorkloadShape>,
-    harness: Option<HarnessConfig>,
-    thresholds: Option<GateThresholds>,
-}
 
 /// Everything `--json-out` writes.
 #[derive(Debug, Serialize)]
@@ -52,8 +42,8 @@ pub struct Side<T> {
 
 pub async fn run(a: &BenchArgs) -> anyhow::Result<()> {
     let file = match &a.workload {
-        Some(path) => read_workload(path)?,
-        None => WorkloadFile::default(),
+        Some(path) => workload::read_file(path)?,
+        None => workload::WorkloadFile::default(),
     };
     let shape = file.shape.unwrap_or_default();
     let cfg = file.harness.unwrap_or_default();
@@ -118,22 +108,6 @@ pub async fn run(a: &BenchArgs) -> anyhow::Result<()> {
         println!("report: {}", path.display());
     }
     Ok(())
-}
-
-fn read_workload(path: &Path) -> anyhow::Result<WorkloadFile> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading workload {}", path.display()))?;
-    let file: WorkloadFile = serde_json::from_str(&text)
-        .with_context(|| format!("workload {} is not valid", path.display()))?;
-    if let Some(h) = &file.harness {
-        if h.concurrency == 0 || h.max_tokens == 0 {
-            bail!(
-                "workload {}: concurrency and max_tokens must be positive",
-                path.display()
-            );
-        }
-    }
-    Ok(file)
 }
 
 /// Runs the workload against one server with a progress bar.

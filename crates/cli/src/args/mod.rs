@@ -2,6 +2,8 @@
 //! an operator configures can also come from the `CACHEON_*` variable named in its help
 //! (per-invocation arguments such as `--seed` are flags only).
 
+pub mod daemons;
+
 use std::path::PathBuf;
 
 use cacheon_core::prompts::BlockHash;
@@ -46,6 +48,10 @@ pub enum Command {
     Bench(BenchArgs),
     /// Inspect the chain as the validator sees it: metagraph, commitments, weight settings.
     Chain(ChainArgs),
+    /// The always-on validator daemon, and operator actions on its store.
+    Host(HostArgs),
+    /// The GPU pod daemon: claims rounds from the hand-off bucket and measures them.
+    Pod(Box<PodArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -231,7 +237,7 @@ pub struct DbArgs {
 }
 
 /// Where prompts come from: the bundled corpus and templates unless overridden.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct WorkloadSource {
     /// Directory of `*.txt` corpus documents (searched recursively) replacing the bundled
     /// corpus. Every validator must use the same corpus to derive the same prompts.
@@ -256,3 +262,5 @@ pub struct PromptsArgs {
     #[command(flatten)]
     pub source: WorkloadSource,
 }
+
+pub use daemons::{HandoffArgs, HostArgs, HostCommand, HostRunArgs, PodArgs, RequeueArgs};

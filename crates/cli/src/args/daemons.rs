@@ -1,0 +1,230 @@
+//! Flags of the two daemons, `cacheon host` and `cacheon pod`, and of what they share (the
+//! hand-off bucket). Every one has a `CACHEON_*` variable; secrets never show their values
+//! in `--help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::{NodeArgs, WorkloadSource};
+
+/// The S3 bucket the host and pods exchange rounds through.
+#[derive(Debug, Clone, Args)]
+pub struct HandoffArgs {
+    /// S3 endpoint URL; leave unset for AWS itself.
+    #[arg(long, env = "CACHEON_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "CACHEON_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    #[arg(long, env = "CACHEON_S3_BUCKET", default_value = "cacheon")]
+    pub s3_bucket: String,
+    /// Key prefix inside the bucket; give each host its own.
+    #[arg(long, env = "CACHEON_S3_PREFIX", default_value = "cacheon")]
+    pub s3_prefix: String,
+    #[arg(long, env = "CACHEON_S3_ACCESS_KEY_ID", hide_env_values = true)]
+    pub s3_access_key_id: Option<String>,
+    #[arg(long, env = "CACHEON_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// Path-style addressing (needed by most self-hosted S3 servers).
+    #[arg(long, env = "CACHEON_S3_PATH_STYLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub s3_path_style: bool,
+    /// Attempts per S3 operation before it counts as unavailable.
+    #[arg(long, env = "CACHEON_S3_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub s3_attempts: u32,
+    /// Shared secret: job and result documents carry an HMAC-SHA256 with it, and documents
+    /// without a valid one are refused. Set the same value on the host and every pod.
+    #[arg(long, env = "CACHEON_HANDOFF_SECRET", hide_env_values = true)]
+    pub handoff_secret: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    #[command(subcommand)]
+    pub command: HostCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Run the host daemon until SIGINT/SIGTERM.
+    Run(Box<HostRunArgs>),
+    /// Give a `failed_infra` submission a fresh set of attempts.
+    Requeue(RequeueArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RequeueArgs {
+    /// Submission id, `{hotkey}:{commit_block}`.
+    pub submission: String,
+    #[arg(long, env = "CACHEON_DATABASE", default_value = "cacheon.db")]
+    pub database: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProvisionerKind {
+    /// Pods are started by the operator and poll the bucket.
+    Static,
+    /// The host runs `--pod-start-command` (and `--pod-stop-command`) per round.
+    Command,
+}
+
+#[derive(Debug, Args)]
+pub struct HostRunArgs {
+    #[arg(long, env = "CACHEON_DATABASE", default_value = "cacheon.db")]
+    pub database: PathBuf,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[command(flatten)]
+    pub handoff: HandoffArgs,
+    #[command(flatten)]
+    pub source: WorkloadSource,
+    #[arg(long, env = "CACHEON_NETUID", default_value_t = 14)]
+    pub netuid: u16,
+    /// Where weight goes while there is no king.
+    #[arg(long, env = "CACHEON_BURN_UID", default_value_t = 0)]
+    pub burn_uid: u16,
+    /// btcli wallet name; without one the host runs in observe mode (submits nothing).
+    #[arg(long, env = "CACHEON_WALLET_NAME")]
+    pub wallet_name: Option<String>,
+    #[arg(
+        long,
+        env = "CACHEON_WALLET_PATH",
+        default_value = "~/.bittensor/wallets"
+    )]
+    pub wallet_path: String,
+    #[arg(long, env = "CACHEON_WALLET_HOTKEY", default_value = "default")]
+    pub wallet_hotkey: String,
+    #[arg(
+        long = "wallet-password",
+        env = "CACHEON_WALLET_PASSWORD",
+        hide_env_values = true
+    )]
+    pub wallet_password: Option<String>,
+    /// Build and log weights extrinsics but never submit them.
+    #[arg(long, env = "CACHEON_DRY_RUN")]
+    pub dry_run: bool,
+    /// Seconds between two passes of the host loop.
+    #[arg(long, env = "CACHEON_TICK_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tick_secs: u64,
+    #[arg(long, env = "CACHEON_MAX_PARALLEL_ROUNDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_parallel_rounds: u32,
+    #[arg(long, env = "CACHEON_MAX_CHALLENGERS_PER_ROUND", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_challengers_per_round: u32,
+    #[arg(long, env = "CACHEON_MAX_INFRA_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_infra_attempts: u32,
+    /// Round deadline: this many seconds plus `--round-deadline-per-contestant-secs` each.
+    #[arg(long, env = "CACHEON_ROUND_DEADLINE_BASE_SECS", default_value_t = 1200)]
+    pub round_deadline_base_secs: u64,
+    #[arg(
+        long,
+        env = "CACHEON_ROUND_DEADLINE_PER_CONTESTANT_SECS",
+        default_value_t = 720
+    )]
+    pub round_deadline_per_contestant_secs: u64,
+    #[arg(long, env = "CACHEON_WEIGHTS_INTERVAL_BLOCKS", default_value_t = 360)]
+    pub weights_interval_blocks: u64,
+    /// The reference server image (pulled by digest).
+    #[arg(
+        long,
+        env = "CACHEON_BASELINE_IMAGE",
+        default_value = "vllm/vllm-openai"
+    )]
+    pub baseline_image: String,
+    /// The baseline's pinned digest, `sha256:...`.
+    #[arg(long, env = "CACHEON_BASELINE_DIGEST")]
+    pub baseline_digest: String,
+    /// The baseline's arguments (whitespace-separated; `{max_model_len}` is filled in by
+    /// the pod from the model's config.json).
+    #[arg(
+        long,
+        env = "CACHEON_BASELINE_ARGS",
+        default_value = "--model /models --served-model-name Qwen2.5-72B-Instruct --tensor-parallel-size 4 --max-model-len {max_model_len} --generation-config vllm --port 8000"
+    )]
+    pub baseline_args: String,
+    /// JSON file overriding the workload, harness limits and gate thresholds:
+    /// `{"shape": {...}, "harness": {...}, "thresholds": {...}}`.
+    #[arg(long, env = "CACHEON_WORKLOAD")]
+    pub workload: Option<PathBuf>,
+    /// Address of the read-only status API.
+    #[arg(long, env = "CACHEON_STATUS_ADDR", default_value = "127.0.0.1:8080")]
+    pub status_addr: SocketAddr,
+    #[arg(long, env = "CACHEON_PROVISIONER", value_enum, default_value_t = ProvisionerKind::Static)]
+    pub provisioner: ProvisionerKind,
+    /// Shell command starting a pod for the round in `$CACHEON_ROUND_ID`.
+    #[arg(long, env = "CACHEON_POD_START_COMMAND")]
+    pub pod_start_command: Option<String>,
+    /// Shell command stopping the pod of the round in `$CACHEON_ROUND_ID`.
+    #[arg(long, env = "CACHEON_POD_STOP_COMMAND")]
+    pub pod_stop_command: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PodArgs {
+    #[command(flatten)]
+    pub handoff: HandoffArgs,
+    #[command(flatten)]
+    pub source: WorkloadSource,
+    /// This pod's name in leases and results (default: hostname-pid).
+    #[arg(long, env = "CACHEON_POD_ID")]
+    pub pod_id: Option<String>,
+    /// GPUs the machine must have; 0 skips the GPU checks (machines without GPUs).
+    #[arg(long, env = "CACHEON_GPU_COUNT", default_value_t = 4)]
+    pub gpu_count: u32,
+    /// Every GPU's name must contain this.
+    #[arg(long, env = "CACHEON_GPU_NAME", default_value = "H200")]
+    pub gpu_name: String,
+    #[arg(long, env = "CACHEON_GPU_MIN_MEMORY_MIB", default_value_t = 140_000)]
+    pub gpu_min_memory_mib: u64,
+    /// The GPU inventory tool (`nvidia-smi`, or a stand-in printing the same CSV).
+    #[arg(long, env = "CACHEON_NVIDIA_SMI", default_value = "nvidia-smi")]
+    pub nvidia_smi: PathBuf,
+    /// GPUs given to containers: `all`, `none`, or a comma-separated list of indices.
+    #[arg(long, env = "CACHEON_GPUS", default_value = "all")]
+    pub gpus: String,
+    /// Model weights, mounted read-only at /models in every container.
+    #[arg(
+        long,
+        env = "CACHEON_MODELS_DIR",
+        default_value = "/workspace/models/Qwen2.5-72B-Instruct"
+    )]
+    pub models_dir: PathBuf,
+    /// Docker's data root, checked for free space.
+    #[arg(long, env = "CACHEON_DOCKER_ROOT", default_value = "/var/lib/docker")]
+    pub docker_root: PathBuf,
+    #[arg(long, env = "CACHEON_MIN_FREE_DISK_GB", default_value_t = 60)]
+    pub min_free_disk_gb: u64,
+    /// The internal (no egress) Docker network containers run on.
+    #[arg(
+        long,
+        env = "CACHEON_SANDBOX_NETWORK",
+        default_value = "cacheon-sandbox"
+    )]
+    pub sandbox_network: String,
+    #[arg(long, env = "CACHEON_CONTAINER_MEMORY_GB", default_value_t = 512)]
+    pub container_memory_gb: i64,
+    #[arg(long, env = "CACHEON_CONTAINER_SHM_GB", default_value_t = 16)]
+    pub container_shm_gb: i64,
+    #[arg(long, env = "CACHEON_CONTAINER_PIDS", default_value_t = 4096)]
+    pub container_pids: i64,
+    /// Seconds a server may take to answer `/health`.
+    #[arg(long, env = "CACHEON_STARTUP_TIMEOUT_SECS", default_value_t = 900)]
+    pub startup_timeout_secs: u64,
+    #[arg(long, env = "CACHEON_STOP_GRACE_SECS", default_value_t = 30)]
+    pub stop_grace_secs: u64,
+    #[arg(long, env = "CACHEON_IMAGE_SIZE_LIMIT_GB", default_value_t = 20)]
+    pub image_size_limit_gb: u64,
+    #[arg(long, env = "CACHEON_REGISTRY_USERNAME")]
+    pub registry_username: Option<String>,
+    #[arg(long, env = "CACHEON_REGISTRY_PASSWORD", hide_env_values = true)]
+    pub registry_password: Option<String>,
+    #[arg(long, env = "CACHEON_LEASE_TTL_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(2..))]
+    pub lease_ttl_secs: u64,
+    #[arg(long, env = "CACHEON_LEASE_RENEW_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub lease_renew_secs: u64,
+    /// Seconds between looks for work.
+    #[arg(long, env = "CACHEON_POLL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub poll_secs: u64,
+    /// Exit after this many seconds without work.
+    #[arg(long, env = "CACHEON_IDLE_EXIT_SECS", default_value_t = 600)]
+    pub idle_exit_secs: u64,
+}

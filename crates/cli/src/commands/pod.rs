@@ -1,0 +1,95 @@
+//! `cacheon pod`: the GPU daemon, wired from its flags. SIGINT/SIGTERM stop it gracefully:
+//! the round in progress is abandoned, its container removed and its lease released.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use cacheon_containers::{Credentials, Gpus, SandboxConfig};
+use cacheon_pod::{PodConfig, PodExit, PromptSource, Requirements};
+use tokio_util::sync::CancellationToken;
+
+use crate::args::PodArgs;
+use crate::commands::handoff;
+use crate::{shutdown, workload};
+
+fn gpus(spec: &str) -> anyhow::Result<Gpus> {
+    Ok(match spec.trim() {
+        "all" => Gpus::All,
+        "none" => Gpus::None,
+        list => {
+            let ids: Vec<String> = list.split(',').map(|s| s.trim().to_string()).collect();
+            if ids.iter().any(|i| i.parse::<u32>().is_err()) {
+                anyhow::bail!("CACHEON_GPUS: `{spec}` is not all, none or a list of indices");
+            }
+            Gpus::Ids(ids)
+        }
+    })
+}
+
+fn pod_id(a: &PodArgs) -> String {
+    a.pod_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "pod".into());
+        format!("{host}-{}", std::process::id())
+    })
+}
+
+fn config(a: &PodArgs) -> anyhow::Result<PodConfig> {
+    let gib = |n: i64| n.saturating_mul(1 << 30);
+    let mut cfg = PodConfig::new(pod_id(a));
+    cfg.requirements = Requirements {
+        gpu_count: a.gpu_count,
+        gpu_name: a.gpu_name.clone(),
+        min_gpu_memory_mib: a.gpu_min_memory_mib,
+        nvidia_smi: a.nvidia_smi.clone(),
+        models_dir: a.models_dir.clone(),
+        docker_root: a.docker_root.clone(),
+        min_free_disk_bytes: a.min_free_disk_gb.saturating_mul(1 << 30),
+    };
+    cfg.sandbox = SandboxConfig {
+        network: a.sandbox_network.clone(),
+        models_dir: a.models_dir.clone(),
+        gpus: gpus(&a.gpus)?,
+        shm_bytes: gib(a.container_shm_gb),
+        pids_limit: a.container_pids,
+        memory_bytes: gib(a.container_memory_gb),
+        startup_timeout: Duration::from_secs(a.startup_timeout_secs),
+        stop_grace: Duration::from_secs(a.stop_grace_secs),
+        ..SandboxConfig::default()
+    };
+    cfg.gpu_probe.nvidia_smi = a.nvidia_smi.clone();
+    cfg.image_size_limit = a.image_size_limit_gb.saturating_mul(1_000_000_000);
+    cfg.registry_credentials = match (&a.registry_username, &a.registry_password) {
+        (Some(u), Some(p)) => Some(Credentials {
+            username: u.clone(),
+            password: p.clone(),
+        }),
+        _ => None,
+    };
+    cfg.lease_ttl = Duration::from_secs(a.lease_ttl_secs);
+    cfg.lease_renew = Duration::from_secs(a.lease_renew_secs.min(a.lease_ttl_secs / 2).max(1));
+    cfg.poll = Duration::from_secs(a.poll_secs);
+    cfg.idle_exit = Duration::from_secs(a.idle_exit_secs);
+    Ok(cfg)
+}
+
+pub async fn run(a: &PodArgs) -> anyhow::Result<()> {
+    let cfg = config(a)?;
+    let (corpus, templates) = workload::load(&a.source)?;
+    let bucket = handoff::bucket(&a.handoff)?;
+    let token = CancellationToken::new();
+    let signal = token.clone();
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        signal.cancel();
+    });
+    let exit = cacheon_pod::run(&cfg, &bucket, &PromptSource { corpus, templates }, token)
+        .await
+        .context("pod")?;
+    match exit {
+        PodExit::Idle => tracing::info!("pod exiting: idle"),
+        PodExit::Shutdown => tracing::info!("pod exiting: shut down"),
+    }
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! The documents of one round (SPEC §5), as the host and the pods read and write them.
+//! Only their shapes live here; `Bucket` seals, stores and checks them.
+//!
+//! Who writes what, and when:
+//! - `Job` (host, once, when the round opens): everything a pod needs, so two pods given
+//!   the same job measure the same thing.
+//! - `Progress` (pod, overwritten): for people watching the status API; never trusted for
+//!   a decision.
+//! - `ContestantResult` (pod, once per contestant, as soon as it is measured): the raw
+//!   measurements. A pod that takes over an expired lease reuses them instead of running
+//!   the contestant again.
+//! - `BaselineResult` and `Done` (pod, once each, last): the verdicts the host applies.
+
+use cacheon_core::gate::{GateThresholds, GateVerdict};
+use cacheon_core::prompts::WorkloadShape;
+use cacheon_core::submission::{DisqualifyReason, InfraReason, Role};
+use cacheon_harness::{HarnessConfig, Summary, WorkloadRun};
+use serde::{Deserialize, Serialize};
+
+/// `job.json`: the round as the host opened it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub round_id: i64,
+    pub netuid: u16,
+    /// The block the round is seeded by (SPEC §2): its hash seeds the prompts.
+    pub seed_block: u64,
+    /// `0x` + 64 hex digits.
+    pub seed_hash: String,
+    /// The prompt set the host derived from the seed; a pod that derives another one
+    /// (a different corpus) refuses the round instead of measuring different prompts.
+    pub prompt_set_hash: String,
+    /// King first, then challengers oldest commit first.
+    pub contestants: Vec<JobContestant>,
+    pub baseline: BaselineImage,
+    pub workload: WorkloadShape,
+    pub harness: HarnessConfig,
+    pub thresholds: GateThresholds,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; past it the host voids the round and pods stop working on it.
+    pub deadline_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobContestant {
+    pub submission_id: String,
+    pub role: Role,
+    pub uid: u16,
+    pub commit_block: u64,
+    pub image: String,
+    pub digest: String,
+}
+
+/// The pinned reference server every contestant is compared with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaselineImage {
+    pub image: String,
+    pub digest: String,
+    /// Its command line; `{max_model_len}` is replaced by the pod with the value read from
+    /// the model's `config.json` (capped at 32768).
+    pub args: Vec<String>,
+}
+
+/// The GPUs a pod measured on, recorded in every result.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hardware {
+    pub gpus: Vec<Gpu>,
+    pub driver: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gpu {
+    pub index: u32,
+    pub name: String,
+    pub memory_mib: u64,
+}
+
+/// `progress.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub round_id: i64,
+    pub pod_id: String,
+    pub phase: RoundPhase,
+    pub contestants: Vec<ContestantProgress>,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoundPhase {
+    Preparing,
+    Contestants,
+    Baseline,
+    Judging,
+    Done,
+    Abandoned,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContestantProgress {
+    pub submission_id: String,
+    pub status: ContestantStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ContestantStatus {
+    Waiting,
+    Pulling,
+    Starting,
+    Measuring,
+    Measured,
+    Failed { reason: DisqualifyReason },
+    Judged,
+}
+
+/// `results/{submission_id}.json`: one contestant's raw measurements, written once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContestantResult {
+    pub round_id: i64,
+    pub submission_id: String,
+    pub role: Role,
+    pub pod_id: String,
+    pub hardware: Hardware,
+    pub measurement: Measurement,
+    pub timings: StepTimings,
+    pub finished_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Measurement {
+    /// The workload ran; the gate has not judged it yet.
+    Measured { run: Box<WorkloadRun> },
+    /// The contestant could not be measured, by its own fault.
+    Failed {
+        reason: DisqualifyReason,
+        detail: String,
+    },
+}
+
+/// Where a contestant's wall time went, in milliseconds, for the validator's own overhead.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepTimings {
+    pub pull_ms: u64,
+    pub startup_ms: u64,
+    pub workload_ms: u64,
+    pub teardown_ms: u64,
+    /// Everything from the contestant's turn starting to its result being written.
+    pub total_ms: u64,
+}
+
+/// `baseline.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineResult {
+    pub round_id: i64,
+    pub pod_id: String,
+    pub hardware: Hardware,
+    pub image: String,
+    pub digest: String,
+    pub summary: Summary,
+    pub run: WorkloadRun,
+    pub timings: StepTimings,
+}
+
+/// `done.json`: the round's outcome, the last document a pod writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Done {
+    pub round_id: i64,
+    pub pod_id: String,
+    pub hardware: Hardware,
+    pub prompt_set_hash: String,
+    pub outcome: RoundOutcome,
+    pub finished_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RoundOutcome {
+    Completed {
+        verdicts: Vec<Verdict>,
+    },
+    /// The pod could not produce comparable results (the baseline failed, say); nobody's
+    /// fault among the miners.
+    Void {
+        reason: InfraReason,
+        detail: String,
+    },
+}
+
+/// One contestant's verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub submission_id: String,
+    pub role: Role,
+    pub outcome: VerdictKind,
+    /// The gate's per-request findings, when the contestant was measured.
+    pub gate: Option<GateVerdict>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum VerdictKind {
+    Scored {
+        score: f64,
+        ttft_s: f64,
+        tps: f64,
+    },
+    Disqualified {
+        reason: DisqualifyReason,
+        detail: String,
+    },
+}

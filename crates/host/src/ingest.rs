@@ -1,0 +1,219 @@
+//! Ingesting what pods wrote (SPEC §4, §5, §11): for each open round, `done.json` is read,
+//! checked against the round, turned into verdicts and a crown decision, and applied in
+//! one transaction that also closes the round — so applying twice changes nothing. A round
+//! past its deadline, a void verdict, or a document that is refused (corrupt, bad MAC)
+//! voids the round: its challengers go back to pending, charged nothing but an attempt.
+
+use cacheon_chain::BlockRef;
+use cacheon_core::{decide, Contender, InfraReason, KingStanding, Role, SubmissionId};
+use cacheon_handoff::documents::{Done, Progress, RoundOutcome, VerdictKind};
+use cacheon_handoff::{layout, HandoffError};
+use cacheon_store::{ApplyOutcome, ContestantVerdict, RoundRow, VerdictOutcome};
+
+use crate::{now_unix, Host, HostError};
+
+pub async fn run(host: &mut Host, head: BlockRef) -> Result<(), HostError> {
+    let open = host.store.open_rounds().await?;
+    let mut progress = std::collections::BTreeMap::new();
+    let mut first_error = None;
+    for round in &open {
+        match host
+            .bucket
+            .get_doc::<Progress>(&layout::progress(round.id))
+            .await
+        {
+            Ok(Some((p, _))) => {
+                if let Ok(v) = serde_json::to_value(&p) {
+                    progress.insert(round.id, v);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(round = round.id, "progress unreadable: {e}"),
+        }
+        if let Err(e) = one(host, round, head).await {
+            first_error.get_or_insert(e);
+        }
+    }
+    host.snapshot.send_modify(|s| s.progress = progress);
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn one(host: &mut Host, round: &RoundRow, head: BlockRef) -> Result<(), HostError> {
+    let done = match host.bucket.get_doc::<Done>(&layout::done(round.id)).await {
+        Ok(Some((done, _))) => done,
+        Ok(None) => {
+            if now_unix() >= round.deadline_at {
+                return void(
+                    host,
+                    round,
+                    InfraReason::DeadlineExceeded,
+                    "deadline passed",
+                )
+                .await;
+            }
+            return Ok(());
+        }
+        Err(HandoffError::Refused { key, source }) => {
+            tracing::error!(%key, "refusing the round's done.json: {source}");
+            return void(host, round, InfraReason::CorruptResult, &source.to_string()).await;
+        }
+        Err(e) => {
+            if now_unix() >= round.deadline_at {
+                return void(host, round, InfraReason::StorageUnavailable, &e.to_string()).await;
+            }
+            return Err(e.into());
+        }
+    };
+    if done.round_id != round.id {
+        return void(
+            host,
+            round,
+            InfraReason::CorruptResult,
+            "done.json names another round",
+        )
+        .await;
+    }
+    let verdicts = match &done.outcome {
+        RoundOutcome::Void { reason, detail } => {
+            return void(host, round, *reason, detail).await;
+        }
+        RoundOutcome::Completed { verdicts } => verdicts,
+    };
+    let verdicts = match to_store(round, verdicts) {
+        Ok(v) => v,
+        Err(detail) => return void(host, round, InfraReason::CorruptResult, &detail).await,
+    };
+    apply(host, round, &verdicts, head).await
+}
+
+/// The pod's verdicts as the store takes them; every contestant exactly once, scores
+/// finite and non-negative, or the document is refused.
+fn to_store(
+    round: &RoundRow,
+    verdicts: &[cacheon_handoff::documents::Verdict],
+) -> Result<Vec<ContestantVerdict>, String> {
+    let mut out = Vec::with_capacity(verdicts.len());
+    for c in &round.contestants {
+        let mut matching = verdicts
+            .iter()
+            .filter(|v| v.submission_id == c.submission_id);
+        let (Some(v), None) = (matching.next(), matching.next()) else {
+            return Err(format!("not exactly one verdict for {}", c.submission_id));
+        };
+        let submission: SubmissionId = v
+            .submission_id
+            .parse()
+            .map_err(|_| format!("bad submission id {}", v.submission_id))?;
+        let outcome = match &v.outcome {
+            VerdictKind::Scored { score, .. } if score.is_finite() && *score >= 0.0 => {
+                VerdictOutcome::Scored { score: *score }
+            }
+            VerdictKind::Scored { score, .. } => {
+                return Err(format!("score {score} for {}", v.submission_id))
+            }
+            VerdictKind::Disqualified { reason, .. } => VerdictOutcome::Disqualified(*reason),
+        };
+        out.push(ContestantVerdict {
+            submission,
+            outcome,
+        });
+    }
+    if out.len() != verdicts.len() {
+        return Err("verdicts for submissions that are not contestants".into());
+    }
+    Ok(out)
+}
+
+async fn apply(
+    host: &mut Host,
+    round: &RoundRow,
+    verdicts: &[ContestantVerdict],
+    head: BlockRef,
+) -> Result<(), HostError> {
+    let mut contenders = Vec::with_capacity(verdicts.len());
+    for v in verdicts {
+        let id = v.submission.to_string();
+        let row = host
+            .store
+            .submission(&id)
+            .await?
+            .ok_or_else(|| HostError::Config(format!("contestant {id} vanished")))?;
+        let (passed, score) = match v.outcome {
+            VerdictOutcome::Scored { score } => (true, score),
+            VerdictOutcome::Disqualified(_) => (false, 0.0),
+        };
+        contenders.push(Contender {
+            submission: v.submission.clone(),
+            uid: row.uid.unwrap_or(u16::MAX),
+            commit_block: u64::try_from(row.commit_block).unwrap_or(0),
+            passed,
+            score,
+        });
+    }
+    let role_of = |id: &SubmissionId| {
+        round
+            .contestants
+            .iter()
+            .find(|c| c.submission_id == id.to_string())
+            .map(|c| c.role)
+    };
+    let mut tx = host.store.write().await?;
+    // The king as this transaction sees it: a decision can never be taken on a stale view.
+    let king = tx.king().await?.and_then(|k| {
+        let submission: SubmissionId = k.submission_id.parse().ok()?;
+        let fresh = contenders
+            .iter()
+            .find(|c| c.submission == submission && role_of(&c.submission) == Some(Role::King))
+            .cloned();
+        Some(KingStanding {
+            submission,
+            uid: k.uid,
+            crowned_at_block: u64::try_from(k.crowned_at_block).unwrap_or(0),
+            fresh,
+        })
+    });
+    let challengers: Vec<Contender> = contenders
+        .iter()
+        .filter(|c| role_of(&c.submission) == Some(Role::Challenger))
+        .cloned()
+        .collect();
+    let decision = decide(
+        &host.cfg.king_rule,
+        head.number,
+        king.as_ref(),
+        &challengers,
+    );
+    let applied = tx
+        .apply_round(round.id, verdicts, &decision, head.number)
+        .await?;
+    tx.commit().await?;
+    if applied == ApplyOutcome::Applied {
+        tracing::info!(round = round.id, ?decision, "round applied");
+        metrics::counter!("cacheon_rounds_closed_total", "outcome" => "completed").increment(1);
+        if !matches!(
+            decision,
+            cacheon_core::CrownDecision::Keep { .. } | cacheon_core::CrownDecision::NoKing
+        ) {
+            host.state.weights_due = true;
+        }
+    }
+    Ok(())
+}
+
+async fn void(
+    host: &mut Host,
+    round: &RoundRow,
+    reason: InfraReason,
+    detail: &str,
+) -> Result<(), HostError> {
+    let mut tx = host.store.write().await?;
+    let applied = tx
+        .void_round(round.id, reason, host.cfg.max_infra_attempts)
+        .await?;
+    tx.commit().await?;
+    if applied == ApplyOutcome::Applied {
+        tracing::warn!(round = round.id, %reason, detail, "round void; challengers requeued");
+        metrics::counter!("cacheon_rounds_closed_total", "outcome" => "void").increment(1);
+    }
+    Ok(())
+}

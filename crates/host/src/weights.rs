@@ -1,0 +1,113 @@
+//! Weights (SPEC §11): all weight to the king's uid, or to `burn_uid` without a king; set
+//! after a crowning and every `weights_interval_blocks`. The king's uid is looked up in
+//! the metagraph of this pass, not taken from when it was crowned, since uids move. In
+//! observe mode the vector is computed and recorded, never sent.
+
+use cacheon_chain::{BlockRef, ChainError, Submit};
+use cacheon_core::king_weights;
+use cacheon_store::{WeightMode, WeightOutcome};
+
+use crate::{Host, HostError, Signer};
+
+pub async fn run(host: &mut Host, head: BlockRef) -> Result<(), HostError> {
+    let last = host.store.last_weight_submission().await?;
+    let interval_due = last.as_ref().is_none_or(|w| {
+        u64::try_from(w.block).map_or(true, |b| {
+            head.number >= b + host.cfg.weights_interval_blocks
+        })
+    });
+    let retry_ok = host.state.weights_retry_at.is_none_or(|b| head.number >= b);
+    let next = last
+        .as_ref()
+        .and_then(|w| u64::try_from(w.block).ok())
+        .map(|b| b + host.cfg.weights_interval_blocks);
+    host.snapshot.send_modify(|s| s.next_weights_block = next);
+    if !(host.state.weights_due || interval_due) || !retry_ok {
+        return Ok(());
+    }
+
+    let king = host.store.king().await?;
+    let king_uid = king.as_ref().and_then(|k| {
+        let hotkey = k.submission_id.rsplit_once(':').map(|(h, _)| h)?;
+        host.state
+            .metagraph
+            .as_ref()?
+            .neurons
+            .iter()
+            .find(|n| n.hotkey.to_string() == hotkey)
+            .map(|n| n.uid)
+    });
+    let vector = king_weights(king_uid, host.cfg.burn_uid);
+    let netuid = host.cfg.netuid;
+    let (mode, outcome, version_key) = match &host.signer {
+        Signer::Observe => {
+            tracing::info!(uids = ?vector.uids, "observe mode: weights computed, not submitted");
+            (
+                WeightMode::DryRun,
+                WeightOutcome::Skipped("observe_mode".into()),
+                0,
+            )
+        }
+        Signer::DryRun(hotkey) | Signer::Active(hotkey) => {
+            let submit = match host.signer {
+                Signer::Active(_) => Submit::Yes,
+                _ => Submit::DryRun,
+            };
+            match host
+                .chain
+                .set_weights(hotkey, netuid, &vector, &host.quicknet, submit)
+                .await
+            {
+                Ok(done) => {
+                    let version_key = host
+                        .chain
+                        .weight_settings(netuid, head)
+                        .await
+                        .map_or(0, |s| s.version_key);
+                    let mode = match (submit, &done.signed.call) {
+                        (Submit::DryRun, _) => WeightMode::DryRun,
+                        (_, cacheon_chain::WeightsCall::SetWeights { .. }) => WeightMode::Set,
+                        _ => WeightMode::CommitReveal,
+                    };
+                    let outcome = match done.submitted {
+                        Some(hash) => WeightOutcome::Submitted(format!("0x{}", hex(&hash))),
+                        None => WeightOutcome::Skipped("dry_run".into()),
+                    };
+                    (mode, outcome, version_key)
+                }
+                Err(e) => {
+                    let code = match &e {
+                        ChainError::RateLimited(_) => "rate_limited",
+                        ChainError::NotRegistered { .. } => "not_registered",
+                        ChainError::Rejected(_) => "rejected",
+                        _ => "chain_error",
+                    };
+                    tracing::error!("setting weights failed: {e}");
+                    host.state.weights_retry_at = Some(head.number + host.cfg.weights_retry_blocks);
+                    (WeightMode::Set, WeightOutcome::Failed(code.into()), 0)
+                }
+            }
+        }
+    };
+    let failed = matches!(outcome, WeightOutcome::Failed(_));
+    let mut tx = host.store.write().await?;
+    tx.record_weights(head.number, &vector, version_key, mode, &outcome)
+        .await?;
+    tx.commit().await?;
+    let label = match &outcome {
+        WeightOutcome::Submitted(_) => "submitted",
+        WeightOutcome::Failed(_) => "failed",
+        WeightOutcome::Skipped(_) => "skipped",
+    };
+    metrics::counter!("cacheon_weights_total", "outcome" => label).increment(1);
+    // A failed attempt stays due (retried after `weights_retry_blocks`), whatever made it due.
+    host.state.weights_due = failed;
+    if !failed {
+        host.state.weights_retry_at = None;
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

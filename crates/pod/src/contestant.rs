@@ -1,0 +1,170 @@
+//! One contestant's turn (SPEC §6 step 3): start its pulled image in the sandbox, wait for
+//! health, run the workload, tear it down, keep its logs. What goes wrong is sorted by
+//! whose fault it is: the miner's becomes a `Measurement::Failed` with a reason code, ours
+//! interrupts the round (and is never charged to the miner).
+
+use cacheon_containers::{wait_released, Blame, ContainerError, Labels, Running};
+use cacheon_core::prompts::PromptSet;
+use cacheon_core::submission::DisqualifyReason;
+use cacheon_handoff::documents::{
+    ContestantResult, ContestantStatus, Job, JobContestant, Measurement, StepTimings,
+};
+use cacheon_harness::{HarnessConfig, Target, WorkloadRun};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::round::{Context, Interrupt};
+use crate::tracker::Tracker;
+
+/// A pull's outcome and how long the round waited for it.
+pub struct Pulled {
+    pub pinned: Result<String, ContainerError>,
+    pub wait_ms: u64,
+}
+
+pub async fn measure(
+    ctx: &Context<'_>,
+    job: &Job,
+    c: &JobContestant,
+    prompts: &PromptSet,
+    pulled: Pulled,
+    tracker: &mut Tracker<'_>,
+    cancel: &CancellationToken,
+) -> Result<ContestantResult, Interrupt> {
+    let started = Instant::now();
+    let mut timings = StepTimings {
+        pull_ms: pulled.wait_ms,
+        ..StepTimings::default()
+    };
+    let measurement = match pulled.pinned {
+        Err(e) => miner_or_infra(e)?,
+        Ok(pinned) => {
+            wait_released(&ctx.cfg.sandbox.gpus, &ctx.cfg.gpu_probe)
+                .await
+                .map_err(Interrupt::infra)?;
+            tracker
+                .contestant(&c.submission_id, ContestantStatus::Starting)
+                .await;
+            let labels = Labels {
+                round: job.round_id.to_string(),
+                submission: c.submission_id.clone(),
+                role: c.role.code().to_string(),
+            };
+            let t = Instant::now();
+            let running = ctx
+                .engine
+                .start(&pinned, &[], &labels, &ctx.cfg.sandbox)
+                .instrument(tracing::info_span!("start"))
+                .await
+                .map_err(Interrupt::infra)?;
+            let outcome = serve(
+                &running,
+                &job.harness,
+                prompts,
+                &mut timings,
+                t,
+                tracker,
+                &c.submission_id,
+                cancel,
+            )
+            .await;
+            let t = Instant::now();
+            let logs = running
+                .teardown()
+                .instrument(tracing::info_span!("teardown"))
+                .await;
+            timings.teardown_ms = ms(t);
+            match logs {
+                Ok(logs) => ctx.keep_log(job.round_id, &c.submission_id, &logs).await,
+                Err(e) => tracing::error!("teardown failed: {e}"),
+            }
+            outcome?
+        }
+    };
+    timings.total_ms = ms(started);
+    Ok(ContestantResult {
+        round_id: job.round_id,
+        submission_id: c.submission_id.clone(),
+        role: c.role,
+        pod_id: ctx.cfg.pod_id.clone(),
+        hardware: ctx.checked.hardware.clone(),
+        measurement,
+        timings,
+        finished_at: crate::now_unix(),
+    })
+}
+
+/// Health, then the workload; cancellable at every await.
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    running: &Running,
+    harness: &HarnessConfig,
+    prompts: &PromptSet,
+    timings: &mut StepTimings,
+    started: Instant,
+    tracker: &mut Tracker<'_>,
+    submission_id: &str,
+    cancel: &CancellationToken,
+) -> Result<Measurement, Interrupt> {
+    let healthy = tokio::select! {
+        () = cancel.cancelled() => return Err(Interrupt::Stopped),
+        r = running.wait_healthy().instrument(tracing::info_span!("startup")) => r,
+    };
+    timings.startup_ms = ms(started);
+    if let Err(e) = healthy {
+        return miner_or_infra(e);
+    }
+    tracker
+        .contestant(submission_id, ContestantStatus::Measuring)
+        .await;
+    tracing::info!(step = "measuring", "server healthy; running the workload");
+    let t = Instant::now();
+    let run = tokio::select! {
+        () = cancel.cancelled() => return Err(Interrupt::Stopped),
+        r = workload(running, harness, prompts).instrument(tracing::info_span!("workload")) => r,
+    };
+    timings.workload_ms = ms(t);
+    Ok(match run {
+        Ok(run) => Measurement::Measured { run: Box::new(run) },
+        // The server answered /health but then could not be talked to at all.
+        Err(detail) => Measurement::Failed {
+            reason: DisqualifyReason::BrokenStream,
+            detail,
+        },
+    })
+}
+
+async fn workload(
+    running: &Running,
+    harness: &HarnessConfig,
+    prompts: &PromptSet,
+) -> Result<WorkloadRun, String> {
+    let target = Target::new(
+        &running.base_url(),
+        harness.concurrency,
+        harness.connect_timeout,
+    )
+    .map_err(|e| e.to_string())?;
+    cacheon_harness::run(&target, prompts, harness, Instant::now(), &|_| {})
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A container failure: the miner's becomes its measurement, ours interrupts the round.
+fn miner_or_infra(e: ContainerError) -> Result<Measurement, Interrupt> {
+    match e.blame() {
+        Blame::Miner(reason) => {
+            tracing::warn!(%reason, "contestant failed: {e}");
+            Ok(Measurement::Failed {
+                reason,
+                detail: e.to_string(),
+            })
+        }
+        Blame::Infra(_) => Err(Interrupt::infra(e)),
+    }
+}
+
+pub fn ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

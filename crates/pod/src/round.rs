@@ -1,0 +1,360 @@
+//! One claimed round, start to finish (SPEC §6 steps 2–5): derive the prompts, measure
+//! each contestant king first (reusing results an earlier pod already wrote), then the
+//! baseline, judge, and write `done.json`. The lease keeper runs alongside; when it says
+//! stop (lease lost, deadline, shutdown), the round stops at the next await, its container
+//! is removed and, on shutdown, the lease is released so another pod can take over at once.
+
+use std::collections::VecDeque;
+
+use cacheon_containers::{ContainerError, Engine};
+use cacheon_core::prompts::{generate, BlockHash, PromptSet};
+use cacheon_core::reference::{Digest, ImageRef};
+use cacheon_core::submission::InfraReason;
+use cacheon_handoff::documents::{
+    ContestantResult, ContestantStatus, Done, Job, JobContestant, Measurement, RoundOutcome,
+    RoundPhase,
+};
+use cacheon_handoff::{layout, Bucket, Condition, HandoffError, Lease, Put};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::contestant::{self, ms, Pulled};
+use crate::keeper::{Keeper, StopCause};
+use crate::preflight::Checked;
+use crate::tracker::Tracker;
+use crate::{judge, PodConfig, PodError, PromptSource};
+
+/// What the pod shares with every step of a round.
+pub struct Context<'a> {
+    pub cfg: &'a PodConfig,
+    pub bucket: &'a Bucket,
+    pub engine: &'a Engine,
+    pub checked: &'a Checked,
+    pub prompts: &'a PromptSource,
+}
+
+impl Context<'_> {
+    /// Keeps the last `log_cap` bytes of a container's output in S3 (best effort).
+    pub async fn keep_log(&self, round: i64, label: &str, logs: &[u8]) {
+        let key = layout::log(round, label);
+        if let Err(e) = self.bucket.put_log(&key, logs, self.cfg.log_cap).await {
+            tracing::warn!(%key, "container log not kept: {e}");
+        }
+    }
+}
+
+/// Why a round's work stopped before `done.json`.
+#[derive(Debug)]
+pub enum Interrupt {
+    /// The keeper or a shutdown said stop.
+    Stopped,
+    /// Our own failure (engine, S3): the round is left for another attempt.
+    Infra(PodError),
+}
+
+impl Interrupt {
+    pub fn infra(e: impl Into<PodError>) -> Self {
+        Self::Infra(e.into())
+    }
+}
+
+impl From<HandoffError> for Interrupt {
+    fn from(e: HandoffError) -> Self {
+        Self::Infra(PodError::Handoff(e))
+    }
+}
+
+/// How a round ended on this pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundEnd {
+    /// `done.json` is written (a verdict list or a void).
+    Done,
+    /// Stopped before the end; the lease was released or lost.
+    Stopped(StopCause),
+}
+
+pub async fn run(
+    ctx: &Context<'_>,
+    job: &Job,
+    lease: Lease,
+    shutdown: &CancellationToken,
+) -> Result<RoundEnd, PodError> {
+    let span = tracing::info_span!("round", round = job.round_id, pod = %ctx.cfg.pod_id);
+    let keeper = Keeper::start(
+        ctx.bucket.clone(),
+        lease,
+        ctx.cfg.lease_renew,
+        job.deadline_at,
+        shutdown,
+    );
+    let outcome = work(ctx, job, &keeper.cancel).instrument(span).await;
+    // Leave nothing of this round running, whatever happened above.
+    if let Err(e) = ctx.engine.reap().await {
+        tracing::error!("reaping after the round failed: {e}");
+    }
+    let lease = keeper.lease.lock().await.clone();
+    let cause = keeper.cause();
+    drop(keeper);
+    match outcome {
+        Ok(()) => {
+            release(ctx.bucket, &lease).await;
+            Ok(RoundEnd::Done)
+        }
+        Err(Interrupt::Stopped) => {
+            if cause == StopCause::Shutdown {
+                // Hand the round over now rather than after the lease's TTL.
+                release(ctx.bucket, &lease).await;
+            }
+            Ok(RoundEnd::Stopped(cause))
+        }
+        Err(Interrupt::Infra(e)) => {
+            release(ctx.bucket, &lease).await;
+            Err(e)
+        }
+    }
+}
+
+async fn release(bucket: &Bucket, lease: &Lease) {
+    if let Err(e) = bucket.release(lease, crate::now_unix()).await {
+        tracing::warn!("could not release the lease (it will expire): {e}");
+    }
+}
+
+async fn work(ctx: &Context<'_>, job: &Job, cancel: &CancellationToken) -> Result<(), Interrupt> {
+    let mut tracker = Tracker::new(ctx.bucket, job, &ctx.cfg.pod_id);
+    tracker.phase(RoundPhase::Preparing).await;
+    let prompts = match derive_prompts(ctx, job) {
+        Ok(p) => p,
+        Err(detail) => {
+            tracing::error!("{detail}");
+            return finish(
+                ctx,
+                job,
+                &mut tracker,
+                void(InfraReason::PreflightFailed, detail),
+            )
+            .await;
+        }
+    };
+
+    tracker.phase(RoundPhase::Contestants).await;
+    let results = contestants(ctx, job, &prompts, &mut tracker, cancel).await?;
+
+    tracker.phase(RoundPhase::Baseline).await;
+    let outcome = judge::run(ctx, job, &prompts, &results, &mut tracker, cancel).await?;
+    finish(ctx, job, &mut tracker, outcome).await
+}
+
+fn void(reason: InfraReason, detail: String) -> RoundOutcome {
+    RoundOutcome::Void { reason, detail }
+}
+
+/// The round's prompts; they must be the ones the host derived (same corpus).
+fn derive_prompts(ctx: &Context<'_>, job: &Job) -> Result<PromptSet, String> {
+    let seed: BlockHash = job
+        .seed_hash
+        .parse()
+        .map_err(|e| format!("job seed hash: {e}"))?;
+    let prompts = generate(
+        &seed,
+        &ctx.prompts.corpus,
+        &ctx.prompts.templates,
+        &job.workload,
+    )
+    .map_err(|e| format!("cannot derive the round's prompts: {e}"))?;
+    if prompts.prompt_set_hash != job.prompt_set_hash {
+        return Err(format!(
+            "prompt set {} differs from the host's {} (different corpus or templates)",
+            prompts.prompt_set_hash, job.prompt_set_hash
+        ));
+    }
+    Ok(prompts)
+}
+
+async fn finish(
+    ctx: &Context<'_>,
+    job: &Job,
+    tracker: &mut Tracker<'_>,
+    outcome: RoundOutcome,
+) -> Result<(), Interrupt> {
+    let done = Done {
+        round_id: job.round_id,
+        pod_id: ctx.cfg.pod_id.clone(),
+        hardware: ctx.checked.hardware.clone(),
+        prompt_set_hash: job.prompt_set_hash.clone(),
+        outcome,
+        finished_at: crate::now_unix(),
+    };
+    match ctx
+        .bucket
+        .put_doc(&layout::done(job.round_id), &done, Condition::IfNoneMatch)
+        .await?
+    {
+        Put::Written { .. } => tracing::info!("done.json written"),
+        Put::PreconditionFailed => tracing::warn!("done.json already written by another pod"),
+    }
+    tracker.phase(RoundPhase::Done).await;
+    Ok(())
+}
+
+/// Every contestant's result, king first: read back when an earlier pod wrote it,
+/// measured otherwise. The next image is pulled while the current one runs.
+async fn contestants(
+    ctx: &Context<'_>,
+    job: &Job,
+    prompts: &PromptSet,
+    tracker: &mut Tracker<'_>,
+    cancel: &CancellationToken,
+) -> Result<Vec<ContestantResult>, Interrupt> {
+    let mut results = Vec::with_capacity(job.contestants.len());
+    let mut todo: VecDeque<&JobContestant> = VecDeque::new();
+    for c in &job.contestants {
+        match existing(ctx.bucket, job, c).await? {
+            Some(r) => {
+                tracing::info!(submission = %c.submission_id, "reusing the result an earlier pod wrote");
+                tracker.contestant(&c.submission_id, status_of(&r)).await;
+                results.push(r);
+            }
+            None => todo.push_back(c),
+        }
+    }
+    let mut prefetch: Option<JoinHandle<Result<String, ContainerError>>> = None;
+    while let Some(c) = todo.pop_front() {
+        let span = tracing::info_span!("contestant", submission = %c.submission_id, role = %c.role);
+        let result = async {
+            tracker
+                .contestant(&c.submission_id, ContestantStatus::Pulling)
+                .await;
+            tracing::info!(step = "pulling", image = %c.image, "pulling");
+            let t = Instant::now();
+            let pinned = match prefetch.take() {
+                Some(mut handle) => tokio::select! {
+                    () = cancel.cancelled() => { handle.abort(); return Err(Interrupt::Stopped) }
+                    r = &mut handle => r.unwrap_or_else(|e| Err(ContainerError::Engine(format!("pull task: {e}")))),
+                },
+                None => tokio::select! {
+                    () = cancel.cancelled() => return Err(Interrupt::Stopped),
+                    r = pull(ctx, c).instrument(tracing::info_span!("pull")) => r,
+                },
+            };
+            let pulled = Pulled {
+                pinned,
+                wait_ms: ms(t),
+            };
+            // Pull the next image while this one is measured.
+            prefetch = todo.front().map(|next| start_prefetch(ctx, next));
+            let result =
+                contestant::measure(ctx, job, c, prompts, pulled, tracker, cancel).await?;
+            store_result(ctx.bucket, &result).await?;
+            tracker.contestant(&c.submission_id, status_of(&result)).await;
+            Ok(result)
+        }
+        .instrument(span)
+        .await;
+        match result {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                if let Some(h) = prefetch.take() {
+                    h.abort();
+                }
+                return Err(e);
+            }
+        }
+    }
+    // Results in the job's order (king first) whatever order they were gathered in.
+    results.sort_by_key(|r| {
+        job.contestants
+            .iter()
+            .position(|c| c.submission_id == r.submission_id)
+    });
+    Ok(results)
+}
+
+fn status_of(r: &ContestantResult) -> ContestantStatus {
+    match &r.measurement {
+        Measurement::Measured { .. } => ContestantStatus::Measured,
+        Measurement::Failed { reason, .. } => ContestantStatus::Failed { reason: *reason },
+    }
+}
+
+/// A result an earlier pod wrote for this contestant, if it is readable and ours.
+async fn existing(
+    bucket: &Bucket,
+    job: &Job,
+    c: &JobContestant,
+) -> Result<Option<ContestantResult>, Interrupt> {
+    match bucket
+        .get_doc::<ContestantResult>(&layout::result(job.round_id, &c.submission_id))
+        .await
+    {
+        Ok(Some((r, _))) if r.round_id == job.round_id && r.submission_id == c.submission_id => {
+            Ok(Some(r))
+        }
+        Ok(Some(_)) => {
+            tracing::error!(submission = %c.submission_id, "a result names another round or submission; measuring again");
+            Ok(None)
+        }
+        Ok(None) => Ok(None),
+        Err(HandoffError::Refused { key, source }) => {
+            tracing::error!(%key, "refusing a stored result ({source}); measuring again");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes a result once; a refused (corrupt) earlier copy is replaced.
+async fn store_result(bucket: &Bucket, r: &ContestantResult) -> Result<(), Interrupt> {
+    let key = layout::result(r.round_id, &r.submission_id);
+    if let Put::PreconditionFailed = bucket.put_doc(&key, r, Condition::IfNoneMatch).await? {
+        if matches!(
+            bucket.get_doc::<ContestantResult>(&key).await,
+            Err(HandoffError::Refused { .. })
+        ) {
+            bucket.put_doc(&key, r, Condition::Always).await?;
+        }
+    }
+    Ok(())
+}
+
+fn parse_image(c: &JobContestant) -> Result<(ImageRef, Digest), ContainerError> {
+    let image = ImageRef::parse(&c.image).map_err(|e| ContainerError::ImageNotFound {
+        image: format!("{} ({e})", c.image),
+    })?;
+    let digest = Digest::parse(&c.digest).map_err(|e| ContainerError::DigestMismatch {
+        image: c.image.clone(),
+        expected: c.digest.clone(),
+        found: e.to_string(),
+    })?;
+    Ok((image, digest))
+}
+
+async fn pull(ctx: &Context<'_>, c: &JobContestant) -> Result<String, ContainerError> {
+    let (image, digest) = parse_image(c)?;
+    ctx.engine
+        .pull(
+            &image,
+            &digest,
+            ctx.cfg.registry_credentials.as_ref(),
+            ctx.cfg.image_size_limit,
+            &|p| tracing::debug!(status = %p.status, layer = ?p.layer, "pull"),
+        )
+        .await
+}
+
+fn start_prefetch(
+    ctx: &Context<'_>,
+    c: &JobContestant,
+) -> JoinHandle<Result<String, ContainerError>> {
+    match parse_image(c) {
+        Ok((image, digest)) => ctx.engine.prefetch(
+            image,
+            digest,
+            ctx.cfg.registry_credentials.clone(),
+            ctx.cfg.image_size_limit,
+        ),
+        Err(e) => tokio::spawn(async move { Err(e) }),
+    }
+}

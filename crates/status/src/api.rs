@@ -1,0 +1,218 @@
+//! The JSON endpoints and the container-log endpoint.
+
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cacheon_store::{KingEvent, KingRow, RoundRow, Store, SubmissionFilter, SubmissionRow};
+use cacheon_store::{StoreError, WeightSubmissionRow};
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::params::{self, Params};
+use crate::{HostSnapshot, StatusState};
+
+/// Default and maximum `limit` of the list endpoints.
+pub(crate) const DEFAULT_KING_HISTORY: u32 = 50;
+pub(crate) const DEFAULT_SUBMISSIONS: u32 = 100;
+pub(crate) const DEFAULT_ROUNDS: u32 = 50;
+pub(crate) const MAX_LIMIT: u32 = 1000;
+
+/// The king with the submission it runs, so a reader need not look it up.
+#[derive(Debug, Serialize)]
+pub(crate) struct KingView {
+    #[serde(flatten)]
+    pub king: KingRow,
+    pub hotkey: Option<String>,
+    pub image: Option<String>,
+    pub digest: Option<String>,
+}
+
+pub(crate) async fn load_king(store: &Store) -> Result<Option<KingView>, StoreError> {
+    let Some(king) = store.king().await? else {
+        return Ok(None);
+    };
+    let sub = store.submission(&king.submission_id).await?;
+    Ok(Some(KingView {
+        hotkey: sub.as_ref().map(|s| s.hotkey.clone()),
+        image: sub.as_ref().and_then(|s| s.image.clone()),
+        digest: sub.and_then(|s| s.digest),
+        king,
+    }))
+}
+
+/// A round with the pod's live progress, when the host has any.
+#[derive(Debug, Serialize)]
+pub(crate) struct RoundView {
+    #[serde(flatten)]
+    pub round: RoundRow,
+    pub progress: Option<serde_json::Value>,
+}
+
+impl RoundView {
+    pub(crate) fn new(round: RoundRow, snapshot: &HostSnapshot) -> Self {
+        let progress = snapshot.progress.get(&round.id).cloned();
+        Self { round, progress }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct StatusView {
+    #[serde(flatten)]
+    host: HostSnapshot,
+    /// Unix seconds when this answer was made.
+    now: i64,
+    /// Every state, zeros included.
+    submissions: BTreeMap<&'static str, u64>,
+    king: Option<KingView>,
+    open_rounds: u64,
+    last_weights: Option<WeightSubmissionRow>,
+}
+
+pub(crate) fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Liveness and the store's readability: 503 when the store cannot be read.
+pub(crate) async fn health(State(s): State<StatusState>) -> Response {
+    let snap = s.snapshot();
+    match s.store.open_round_count().await {
+        Ok(_) => Json(serde_json::json!({
+            "ok": true,
+            "version": snap.version,
+            "mode": snap.mode,
+        }))
+        .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "status API: health check cannot read the store");
+            let body = serde_json::json!({ "ok": false, "error": "store unavailable" });
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
+}
+
+pub(crate) async fn status(State(s): State<StatusState>) -> Result<Response, ApiError> {
+    let host = s.snapshot();
+    let submissions = s
+        .store
+        .submission_counts()
+        .await?
+        .into_iter()
+        .map(|c| (c.state.code(), c.count))
+        .collect();
+    let view = StatusView {
+        host,
+        now: now_unix(),
+        submissions,
+        king: load_king(&s.store).await?,
+        open_rounds: s.store.open_round_count().await?,
+        last_weights: s.store.last_weight_submission().await?,
+    };
+    Ok(Json(view).into_response())
+}
+
+pub(crate) async fn king(State(s): State<StatusState>) -> Result<Json<Option<KingView>>, ApiError> {
+    Ok(Json(load_king(&s.store).await?))
+}
+
+pub(crate) async fn king_history(
+    State(s): State<StatusState>,
+    p: Params,
+) -> Result<Json<Vec<KingEvent>>, ApiError> {
+    let limit = p.limit(DEFAULT_KING_HISTORY, MAX_LIMIT)?;
+    Ok(Json(s.store.king_history(limit).await?))
+}
+
+pub(crate) async fn submissions(
+    State(s): State<StatusState>,
+    p: Params,
+) -> Result<Json<Vec<SubmissionRow>>, ApiError> {
+    let filter = SubmissionFilter {
+        state: p.state()?,
+        hotkey: p.hotkey()?,
+        uid: p.uid()?,
+        limit: Some(p.limit(DEFAULT_SUBMISSIONS, MAX_LIMIT)?),
+    };
+    Ok(Json(s.store.submissions(&filter).await?))
+}
+
+pub(crate) async fn submission(
+    State(s): State<StatusState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<SubmissionRow>, ApiError> {
+    let id = params::path(id)?;
+    s.store
+        .submission(&id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound("unknown submission".into()))
+}
+
+pub(crate) async fn rounds(
+    State(s): State<StatusState>,
+    p: Params,
+) -> Result<Json<Vec<RoundView>>, ApiError> {
+    let limit = p.limit(DEFAULT_ROUNDS, MAX_LIMIT)?;
+    let snap = s.snapshot();
+    let rounds = s.store.recent_rounds(limit).await?;
+    Ok(Json(
+        rounds
+            .into_iter()
+            .map(|r| RoundView::new(r, &snap))
+            .collect(),
+    ))
+}
+
+pub(crate) async fn round(
+    State(s): State<StatusState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<RoundView>, ApiError> {
+    let id = params::round_id(&params::path(id)?)?;
+    let round = s
+        .store
+        .round(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("round {id} not found")))?;
+    Ok(Json(RoundView::new(round, &s.snapshot())))
+}
+
+/// A container log as `text/plain`; `nosniff` and a sandboxing CSP keep a browser from
+/// treating a miner's log as a page.
+pub(crate) async fn round_log(
+    State(s): State<StatusState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (id, label) = params::path(p)?;
+    let id = params::round_id(&id)?;
+    let label = params::log_label(&label)?.to_owned();
+    let Some(source) = &s.logs else {
+        return Err(ApiError::Unavailable(
+            "container logs are not available here",
+        ));
+    };
+    match source.round_log(id, label.clone()).await {
+        Ok(Some(bytes)) => Ok((
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (header::CONTENT_SECURITY_POLICY, "sandbox"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+            .into_response()),
+        Ok(None) => Err(ApiError::NotFound(format!(
+            "no log `{label}` for round {id}"
+        ))),
+        Err(e) => Err(ApiError::Logs(e)),
+    }
+}
+
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}

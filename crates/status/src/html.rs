@@ -1,0 +1,314 @@
+//! `/`: one self-contained HTML page a person can read (no scripts, no external assets).
+//!
+//! Every dynamic value goes through [`escape_html`] (cells through [`td`]); the response
+//! also carries a Content-Security-Policy that forbids scripts, so a miner's text cannot
+//! become markup even if a value slipped through.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use cacheon_store::{KingEvent, RoundRow, SubmissionFilter, SubmissionRow};
+
+use crate::api::{load_king, now_unix, KingView};
+use crate::error::ApiError;
+use crate::{HostSnapshot, Mode, StatusState};
+
+const RECENT_SUBMISSIONS: u32 = 50;
+const RECENT_KING_EVENTS: u32 = 20;
+const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; \
+                   form-action 'none'; frame-ancestors 'none'";
+const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}\
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.2em .5em;\
+text-align:left;vertical-align:top}th{background:#f3f3f3}code,pre{font-size:12px}\
+pre{background:#f7f7f7;padding:.5em;max-height:20em;overflow:auto;white-space:pre-wrap}\
+.banner{padding:.6em 1em;font-weight:bold;border-radius:4px}.observe{background:#fff3cd}\
+.dry_run{background:#d9ecff}.active{background:#d4edda}.err{color:#a00}";
+
+/// Escapes the five characters that matter in HTML text and attribute values.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One table cell with escaped content.
+fn td(s: &str) -> String {
+    format!("<td>{}</td>", escape_html(s))
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn score(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.4}"))
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (proleptic Gregorian, days-from-civil
+/// inverted as in Howard Hinnant's `civil_from_days`).
+fn utc(ts: i64) -> String {
+    let (days, secs) = (ts.div_euclid(86_400), ts.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+pub(crate) async fn index(State(s): State<StatusState>) -> Result<Response, ApiError> {
+    let snap = s.snapshot();
+    let king = load_king(&s.store).await?;
+    let counts = s.store.submission_counts().await?;
+    let open = s.store.open_rounds().await?;
+    let recent = s
+        .store
+        .submissions(&SubmissionFilter {
+            limit: Some(RECENT_SUBMISSIONS),
+            ..SubmissionFilter::default()
+        })
+        .await?;
+    let history = s.store.king_history(RECENT_KING_EVENTS).await?;
+
+    let mut h = String::with_capacity(16 * 1024);
+    h.push_str("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">");
+    h.push_str("<meta http-equiv=\"refresh\" content=\"30\">");
+    h.push_str(&format!(
+        "<title>Cacheon validator, netuid {}</title><style>{STYLE}</style></head><body>",
+        snap.netuid
+    ));
+    h.push_str(&format!(
+        "<h1>Cacheon validator <small>{}</small></h1>",
+        escape_html(&snap.version)
+    ));
+    host(&mut h, &snap);
+    king_section(&mut h, king.as_ref());
+    h.push_str("<h2>Submissions by state</h2><table><tr>");
+    for c in &counts {
+        h.push_str(&format!("<th>{}</th>", c.state.code()));
+    }
+    h.push_str("</tr><tr>");
+    for c in &counts {
+        h.push_str(&td(&c.count.to_string()));
+    }
+    h.push_str("</tr></table>");
+    rounds_section(&mut h, &open, &snap);
+    submissions_section(&mut h, &recent);
+    history_section(&mut h, &history);
+    h.push_str(
+        "<p>JSON: <a href=\"/status\">/status</a> <a href=\"/king\">/king</a> \
+         <a href=\"/king/history\">/king/history</a> <a href=\"/submissions\">/submissions</a> \
+         <a href=\"/rounds\">/rounds</a> <a href=\"/metrics\">/metrics</a>. \
+         Filter submissions with <code>?state=&amp;hotkey=&amp;uid=&amp;limit=</code>.</p>",
+    );
+    h.push_str(&format!(
+        "<p><small>Rendered {}.</small></p></body></html>",
+        utc(now_unix())
+    ));
+
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        h,
+    )
+        .into_response())
+}
+
+fn host(h: &mut String, snap: &HostSnapshot) {
+    let banner = match snap.mode {
+        Mode::Observe => "OBSERVE MODE: no wallet is loaded. This validator evaluates \
+                          submissions and shows its results, but it submits no weights."
+            .to_owned(),
+        Mode::DryRun => "DRY RUN: weights are computed and logged, never submitted.".to_owned(),
+        Mode::Active => format!(
+            "ACTIVE: setting weights as {} (uid {}).",
+            escape_html(snap.validator_hotkey.as_deref().unwrap_or("-")),
+            opt(snap.validator_uid)
+        ),
+    };
+    h.push_str(&format!(
+        "<p class=\"banner {}\">{banner}</p><table>",
+        snap.mode.code()
+    ));
+    let scan = snap.last_scan.as_ref().map(|r| {
+        format!(
+            "block {} at {}: {} commitments, {} new submissions{}",
+            r.block,
+            utc(r.at),
+            r.commitments,
+            r.new_submissions,
+            r.error
+                .as_ref()
+                .map_or_else(String::new, |e| format!(", error: {e}"))
+        )
+    });
+    let rows = [
+        ("netuid", snap.netuid.to_string()),
+        ("mode", snap.mode.code().to_owned()),
+        ("validator hotkey", opt(snap.validator_hotkey.as_deref())),
+        ("validator uid", opt(snap.validator_uid)),
+        ("finalized block", opt(snap.chain_block)),
+        ("last scan", opt(scan)),
+        ("next weights block", opt(snap.next_weights_block)),
+        ("started", utc(snap.started_at)),
+    ];
+    for (k, v) in rows {
+        h.push_str(&format!("<tr><th>{k}</th>{}</tr>", td(&v)));
+    }
+    if let Some(e) = &snap.last_error {
+        h.push_str(&format!(
+            "<tr><th>last error</th><td class=\"err\">{}</td></tr>",
+            escape_html(e)
+        ));
+    }
+    h.push_str("</table>");
+}
+
+fn king_section(h: &mut String, king: Option<&KingView>) {
+    h.push_str("<h2>King</h2>");
+    let Some(k) = king else {
+        h.push_str("<p>No king: all weight goes to the burn uid.</p>");
+        return;
+    };
+    h.push_str("<table><tr><th>submission</th><th>uid</th><th>score</th><th>crowned at block</th><th>image</th><th>digest</th></tr><tr>");
+    h.push_str(&td(&k.king.submission_id));
+    h.push_str(&td(&k.king.uid.to_string()));
+    h.push_str(&td(&score(Some(k.king.score))));
+    h.push_str(&td(&k.king.crowned_at_block.to_string()));
+    h.push_str(&td(&opt(k.image.as_deref())));
+    h.push_str(&td(&opt(k.digest.as_deref())));
+    h.push_str("</tr></table>");
+}
+
+fn rounds_section(h: &mut String, open: &[RoundRow], snap: &HostSnapshot) {
+    h.push_str(&format!("<h2>Open rounds ({})</h2>", open.len()));
+    if open.is_empty() {
+        h.push_str("<p>None.</p>");
+    }
+    for r in open {
+        h.push_str(&format!(
+            "<h3><a href=\"/rounds/{0}\">Round {0}</a></h3><p>seed block {1}, opened {2}, \
+             deadline {3}</p>",
+            r.id,
+            r.seed_block,
+            utc(r.opened_at),
+            utc(r.deadline_at)
+        ));
+        h.push_str("<table><tr><th>#</th><th>role</th><th>submission</th><th>outcome</th><th>score</th><th>reason</th><th>log</th></tr>");
+        for c in &r.contestants {
+            h.push_str("<tr>");
+            h.push_str(&td(&c.position.to_string()));
+            h.push_str(&td(c.role.code()));
+            h.push_str(&td(&c.submission_id));
+            h.push_str(&td(&opt(c.outcome.as_deref())));
+            h.push_str(&td(&score(c.score)));
+            h.push_str(&td(&opt(c.reason.as_deref())));
+            let href = escape_html(&format!("/rounds/{}/logs/{}", r.id, c.submission_id));
+            h.push_str(&format!("<td><a href=\"{href}\">log</a></td></tr>"));
+        }
+        h.push_str("</table>");
+        match snap.progress.get(&r.id) {
+            Some(p) => {
+                let phase = p.get("phase").and_then(|v| v.as_str()).unwrap_or("-");
+                let pretty = serde_json::to_string_pretty(p).unwrap_or_default();
+                h.push_str(&format!(
+                    "<p>Phase: <b>{}</b></p><details><summary>progress</summary><pre>{}</pre></details>",
+                    escape_html(phase),
+                    escape_html(&pretty)
+                ));
+            }
+            None => h.push_str("<p>No progress reported yet.</p>"),
+        }
+    }
+}
+
+fn submissions_section(h: &mut String, subs: &[SubmissionRow]) {
+    h.push_str(&format!(
+        "<h2>Recent submissions</h2><p>The {RECENT_SUBMISSIONS} newest by commit block.</p>"
+    ));
+    h.push_str("<table><tr><th>submission</th><th>uid</th><th>image</th><th>state</th><th>reason</th><th>score</th><th>round</th><th>observed</th></tr>");
+    for sub in subs {
+        h.push_str("<tr>");
+        h.push_str(&td(&sub.id));
+        h.push_str(&td(&opt(sub.uid)));
+        h.push_str(&td(&opt(sub.image.as_deref())));
+        h.push_str(&td(sub.state.code()));
+        h.push_str(&td(&opt(sub.reason.as_deref())));
+        h.push_str(&td(&score(sub.score)));
+        h.push_str(&td(&opt(sub.round_id)));
+        h.push_str(&td(&utc(sub.observed_at)));
+        h.push_str("</tr>");
+    }
+    h.push_str("</table>");
+}
+
+fn history_section(h: &mut String, events: &[KingEvent]) {
+    h.push_str("<h2>King history</h2><table><tr><th>at</th><th>event</th><th>submission</th><th>uid</th><th>score</th><th>block</th><th>round</th><th>cause</th></tr>");
+    for e in events {
+        h.push_str("<tr>");
+        h.push_str(&td(&utc(e.at)));
+        h.push_str(&td(&e.event));
+        h.push_str(&td(&e.submission_id));
+        h.push_str(&td(&e.uid.to_string()));
+        h.push_str(&td(&score(e.score)));
+        h.push_str(&td(&e.block.to_string()));
+        h.push_str(&td(&opt(e.round_id)));
+        h.push_str(&td(&e.cause));
+        h.push_str("</tr>");
+    }
+    h.push_str("</table>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_a_hostile_string() {
+        let hostile = r#"<script>alert("x&y")</script><img src=x onerror='1'>"#;
+        let out = escape_html(hostile);
+        assert_eq!(
+            out,
+            "&lt;script&gt;alert(&quot;x&amp;y&quot;)&lt;/script&gt;\
+             &lt;img src=x onerror=&#39;1&#39;&gt;"
+        );
+        for c in ['<', '>', '"', '\''] {
+            assert!(!out.contains(c), "{c} survived");
+        }
+        assert_eq!(escape_html("plain ss58 5Grw…"), "plain ss58 5Grw…");
+        assert_eq!(td("<b>"), "<td>&lt;b&gt;</td>");
+    }
+
+    #[test]
+    fn formats_utc() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(utc(-1), "1969-12-31 23:59:59 UTC");
+        // Absurd values format without overflow.
+        let _ = utc(i64::MAX);
+        let _ = utc(i64::MIN);
+    }
+}
