@@ -90,10 +90,7 @@ pub async fn serve(
         tracing::info!(%addr, "status API listening");
     }
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            std::future::pending::<()>().await
-        })
+        .with_graceful_shutdown(shutdown)
         .await?;
     tracing::info!("status API stopped");
     Ok(())
