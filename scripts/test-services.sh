@@ -7,7 +7,8 @@
 # - Debian's docker.io (dockerd), docker-registry (a local registry on 127.0.0.1:5000,
 #   no auth) and busybox-static (a tool the sandbox tests put into their offline images);
 # - a Python venv ($STATE/venv) with PyPI's bittensor-drand, the chain's own timelock
-#   implementation, which the chain tests cross-check our timelock encryption against.
+#   implementation, which the chain tests cross-check our timelock encryption against, and
+#   moto[server], the S3 server the hand-off tests run (each test starts its own).
 set -euo pipefail
 
 need() {
@@ -76,17 +77,22 @@ YAML
   }
 fi
 
-# Python reference implementations, pinned.
+# Python tools, pinned: bittensor-drand (the chain's timelock reference) and moto's S3
+# server (the hand-off tests start their own servers from it; 5.2.5 honours both
+# If-None-Match: * and If-Match on PutObject, which the lease tests rely on).
 VENV="$STATE/venv"
-if ! "$VENV/bin/python" -c 'import bittensor_drand' >/dev/null 2>&1; then
-  echo "test-services: creating $VENV with bittensor-drand"
-  if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+MOTO_VERSION="5.2.5"
+if ! "$VENV/bin/python" -c 'import bittensor_drand' >/dev/null 2>&1 \
+  || [ "$("$VENV/bin/python" -c 'import moto; print(moto.__version__)' 2>/dev/null)" != "$MOTO_VERSION" ] \
+  || [ ! -x "$VENV/bin/moto_server" ]; then
+  echo "test-services: installing bittensor-drand and moto[server] into $VENV"
+  if [ ! -x "$VENV/bin/pip" ] && ! python3 -m venv "$VENV" >/dev/null 2>&1; then
     # Debian's own python3 ships venv separately.
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
     python3 -m venv "$VENV"
   fi
-  "$VENV/bin/pip" install -q --disable-pip-version-check 'bittensor-drand==2.0.0'
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'bittensor-drand==2.0.0' "moto[server]==$MOTO_VERSION"
 fi
 
 echo "test-services: $(cargo --version), $(docker version --format 'dockerd {{.Server.Version}}'), registry on 127.0.0.1:5000"

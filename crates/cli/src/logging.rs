@@ -1,5 +1,6 @@
 //! Tracing set-up: human-readable or JSON lines on stderr, filtered by `--log`.
 
+use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::EnvFilter;
 
 use crate::args::LogFormat;
@@ -14,6 +15,12 @@ pub fn init(format: LogFormat, filter: &str) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        // JSON logs also close every span with its wall time (`time.busy` + `time.idle`),
+        // which is how a round's own overhead is read back from the logs.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_span_events(FmtSpan::CLOSE)
+            .init(),
     }
 }

@@ -711,3 +711,95 @@ where
         _ => Failure::Transient(detail),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> S3Config {
+        S3Config {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            bucket: "handoff".into(),
+            prefix: "cacheon/main".into(),
+            access_key_id: Some("AKIDEXAMPLE".into()),
+            secret_access_key: Some("wJalrXUtnFEMI-very-secret".into()),
+            force_path_style: true,
+            ..S3Config::default()
+        }
+    }
+
+    fn config_error(cfg: &S3Config) -> bool {
+        matches!(
+            Bucket::new(cfg, None, Retry::default()),
+            Err(HandoffError::Config(_))
+        )
+    }
+
+    #[test]
+    fn configuration_is_checked_without_io() {
+        assert_eq!(S3Config::default().region, "us-east-1");
+        let bucket = Bucket::new(&cfg(), None, Retry::default()).expect("valid");
+        assert_eq!(bucket.full_prefix("rounds/1/"), "cacheon/main/rounds/1/");
+        let unprefixed = Bucket::new(
+            &S3Config {
+                prefix: String::new(),
+                ..cfg()
+            },
+            None,
+            Retry::default(),
+        )
+        .expect("an empty prefix is allowed");
+        assert_eq!(unprefixed.full_prefix("rounds/1/"), "rounds/1/");
+        assert!(bucket.full_key("").is_err());
+        assert!(bucket.full_key("/abs").is_err());
+
+        for prefix in ["/cacheon", "cacheon/", "a//b", "a b", "ключ", "a?b"] {
+            let bad = S3Config {
+                prefix: prefix.into(),
+                ..cfg()
+            };
+            assert!(config_error(&bad), "prefix {prefix:?}");
+        }
+        for bucket in ["", "a/b"] {
+            let bad = S3Config {
+                bucket: bucket.into(),
+                ..cfg()
+            };
+            assert!(config_error(&bad), "bucket {bucket:?}");
+        }
+        let bad = S3Config {
+            endpoint: Some("127.0.0.1:9000".into()),
+            ..cfg()
+        };
+        assert!(config_error(&bad), "endpoint without a scheme");
+        let bad = S3Config {
+            secret_access_key: None,
+            ..cfg()
+        };
+        assert!(config_error(&bad), "half the credentials");
+    }
+
+    #[test]
+    fn debug_hides_the_secret_key() {
+        let shown = format!("{:?}", cfg());
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(shown.contains("AKIDEXAMPLE"), "{shown}");
+    }
+
+    #[test]
+    fn the_default_retry_outlasts_a_thirty_second_outage() {
+        let retry = Retry::default();
+        let mut delay = retry.initial;
+        let mut pauses = Duration::ZERO;
+        for _ in 1..retry.attempts {
+            pauses += delay;
+            delay = (delay * 2).min(retry.max_delay);
+        }
+        assert!(pauses >= Duration::from_secs(30), "{pauses:?}");
+        for _ in 0..100 {
+            let d = jitter(Duration::from_secs(1));
+            assert!(d >= Duration::from_secs(1) && d < Duration::from_millis(1250));
+        }
+    }
+}

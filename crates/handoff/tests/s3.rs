@@ -108,7 +108,10 @@ async fn documents_round_trip_and_conditional_writes_hold() {
     b.put_doc(&key, &doc("fourth"), Condition::Always)
         .await
         .unwrap();
-    assert_eq!(b.get_doc::<Doc>(&key).await.unwrap().unwrap().0, doc("fourth"));
+    assert_eq!(
+        b.get_doc::<Doc>(&key).await.unwrap().unwrap().0,
+        doc("fourth")
+    );
     b.delete_raw(&key).await.unwrap();
     assert!(b.get_doc::<Doc>(&key).await.unwrap().is_none());
     b.delete_raw(&key).await.unwrap();
@@ -164,7 +167,11 @@ async fn refused_documents_yield_nothing() {
     let mut value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     value["note"] = "tampered".into();
     authed
-        .put_raw("a.json", serde_json::to_vec(&value).unwrap(), Condition::Always)
+        .put_raw(
+            "a.json",
+            serde_json::to_vec(&value).unwrap(),
+            Condition::Always,
+        )
         .await
         .unwrap();
     let err = authed.get_doc::<Doc>("a.json").await.unwrap_err();
@@ -469,9 +476,13 @@ async fn rounds_logs_and_hostile_names() {
         let b = b.clone();
         tasks.spawn(async move {
             for i in (worker..1003).step_by(8) {
-                b.put_raw(&layout::log(99, &format!("l{i:04}")), vec![b'x'], Condition::Always)
-                    .await
-                    .unwrap();
+                b.put_raw(
+                    &layout::log(99, &format!("l{i:04}")),
+                    vec![b'x'],
+                    Condition::Always,
+                )
+                .await
+                .unwrap();
             }
         });
     }

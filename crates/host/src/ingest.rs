@@ -64,6 +64,7 @@ async fn one(host: &mut Host, round: &RoundRow, head: BlockRef) -> Result<(), Ho
             return Err(e.into());
         }
     };
+    tracing::info!(round = round.id, pod = %done.pod_id, "ingesting done.json");
     if done.round_id != round.id {
         return void(
             host,

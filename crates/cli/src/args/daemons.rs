@@ -123,6 +123,16 @@ pub struct HostRunArgs {
     pub round_deadline_per_contestant_secs: u64,
     #[arg(long, env = "CACHEON_WEIGHTS_INTERVAL_BLOCKS", default_value_t = 360)]
     pub weights_interval_blocks: u64,
+    /// The margin a challenger must beat the king's fresh score by, right after a crowning
+    /// (SPEC §11: 0.01); it decays linearly to 0 over `--king-margin-decay-blocks`.
+    #[arg(long, env = "CACHEON_KING_MARGIN", default_value_t = 0.01)]
+    pub king_margin: f64,
+    #[arg(
+        long,
+        env = "CACHEON_KING_MARGIN_DECAY_BLOCKS",
+        default_value_t = 50_400
+    )]
+    pub king_margin_decay_blocks: u64,
     /// The reference server image (pulled by digest).
     #[arg(
         long,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use cacheon_chain::{hotkey_path, Hotkey};
 use cacheon_core::reference::{Digest, ImageRef};
-use cacheon_core::SubmissionId;
+use cacheon_core::{KingRule, SubmissionId};
 use cacheon_handoff::documents::BaselineImage;
 use cacheon_handoff::{layout, Bucket};
 use cacheon_host::{CommandProvisioner, Host, HostConfig, Provisioner, Signer, StaticProvisioner};
@@ -46,6 +46,9 @@ async fn requeue(a: &RequeueArgs) -> anyhow::Result<()> {
 }
 
 fn config(a: &HostRunArgs) -> anyhow::Result<HostConfig> {
+    if !(a.king_margin.is_finite() && a.king_margin >= 0.0) {
+        bail!("CACHEON_KING_MARGIN must be a non-negative number");
+    }
     ImageRef::parse(&a.baseline_image).context("CACHEON_BASELINE_IMAGE")?;
     Digest::parse(&a.baseline_digest)
         .context("CACHEON_BASELINE_DIGEST must be the baseline image's sha256:… digest")?;
@@ -63,6 +66,10 @@ fn config(a: &HostRunArgs) -> anyhow::Result<HostConfig> {
         round_deadline_base: Duration::from_secs(a.round_deadline_base_secs),
         round_deadline_per_contestant: Duration::from_secs(a.round_deadline_per_contestant_secs),
         weights_interval_blocks: a.weights_interval_blocks,
+        king_rule: KingRule {
+            base_margin: a.king_margin,
+            decay_blocks: a.king_margin_decay_blocks,
+        },
         baseline: BaselineImage {
             image: a.baseline_image.clone(),
             digest: a.baseline_digest.clone(),

@@ -1,0 +1,285 @@
+//! The daemon pair end to end on real parts (see `world`): the host crowns the fast miner,
+//! disqualifies the cheater, rejects the malformed commitment, sets weights, then defends
+//! and loses the crown across two more rounds; and the same first round survives SIGKILLs
+//! of both daemons at several phases, an S3 outage and lease expiries with the same final
+//! state. The two scenarios share one Docker engine and take turns.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod overhead;
+mod world;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::process::Command;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use world::{
+    ss58, Daemon, World, CHEATER, FAST, MALFORMED_UID, MUCH_FASTER, NETUID, SLIGHTLY_FASTER, SLOW,
+    VERSION_KEY,
+};
+
+static TURN: Mutex<()> = Mutex::const_new(());
+
+const ROUND: Duration = Duration::from_secs(240);
+
+fn id(uid: u16, block: u64) -> String {
+    format!("{}:{block}", ss58(uid))
+}
+
+/// Polls `check` until it yields a value (a condition on durable state, not a guess at
+/// how long something takes); panics after `limit`.
+async fn until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn king(w: &World) -> Option<String> {
+    let k = w.get("/king").await;
+    k["submission_id"].as_str().map(String::from)
+}
+
+/// `{id: (state, reason)}` of every submission, as the status API shows it.
+async fn states(w: &World) -> BTreeMap<String, (String, Option<String>)> {
+    let rows = w.get("/submissions?limit=1000").await;
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                (
+                    r["state"].as_str().unwrap().to_string(),
+                    r["reason"].as_str().map(String::from),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The first round's expected outcome, whatever happened to the machines on the way.
+fn round_one() -> BTreeMap<String, (String, Option<String>)> {
+    BTreeMap::from([
+        (id(FAST.0, 990), ("scored".into(), None)),
+        (id(SLOW.0, 991), ("scored".into(), None)),
+        (
+            id(CHEATER.0, 992),
+            ("disqualified".into(), Some("gate_failed".into())),
+        ),
+        (
+            id(MALFORMED_UID, 993),
+            ("rejected".into(), Some("malformed:not_json".into())),
+        ),
+    ])
+}
+
+/// SCALE bytes of `SubtensorModule.set_weights(14, [uid], [65535], 77)` (call index 7/0
+/// in the finney spec-393 metadata): the call inside a weights extrinsic.
+fn set_weights_call(uid: u16) -> Vec<u8> {
+    let mut call = vec![7, 0];
+    call.extend(NETUID.to_le_bytes());
+    call.push(4); // compact length 1
+    call.extend(uid.to_le_bytes());
+    call.push(4);
+    call.extend(u16::MAX.to_le_bytes());
+    call.extend(VERSION_KEY.to_le_bytes());
+    call
+}
+
+async fn weights_sent_to(w: &World, uid: u16) {
+    let call = set_weights_call(uid);
+    until(
+        &format!("a set_weights extrinsic for uid {uid}"),
+        ROUND,
+        || {
+            let sent = w.node.submitted();
+            let found = sent
+                .last()
+                .is_some_and(|x| x.windows(call.len()).any(|win| win == call.as_slice()));
+            async move { found.then_some(()) }
+        },
+    )
+    .await;
+}
+
+fn cacheon_containers() -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", "label=cacheon.round"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+async fn stop(d: &mut Daemon) {
+    let status = d.terminate();
+    assert!(status.success(), "{} exited with {status}", d.name);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_and_pod_crown_defend_and_hand_over_the_crown() {
+    let _turn = TURN.lock().await;
+    let w = World::new("clean").await;
+    let mut host = w.host();
+    host.wait_for(&["status API listening"], Duration::from_secs(60))
+        .await;
+    let observe = w.get("/status").await;
+    assert_eq!(observe["mode"], "active");
+    let mut pod = w.pod("pod-a");
+
+    // Round 1: fast, slow, cheater; the malformed commitment never gets that far.
+    let fast = id(FAST.0, 990);
+    until("the fast miner crowned", ROUND, || async {
+        king(&w).await.filter(|k| *k == fast)
+    })
+    .await;
+    until("round 1 applied", ROUND, || async {
+        let s = states(&w).await;
+        (s == round_one()).then_some(())
+    })
+    .await;
+    let malformed = w
+        .get(&format!("/submissions/{}", id(MALFORMED_UID, 993)))
+        .await;
+    assert_eq!(malformed["reason"], "malformed:not_json");
+    weights_sent_to(&w, FAST.0).await;
+
+    // Round 2: 20 % faster than the king, under the 50 % margin: the king stays.
+    w.node.set_block(1010);
+    w.commit(SLIGHTLY_FASTER.0, 1005);
+    let slight = id(SLIGHTLY_FASTER.0, 1005);
+    until("round 2 scored", ROUND, || async {
+        let s = states(&w).await;
+        s.get(&slight).filter(|(st, _)| st == "scored").map(|_| ())
+    })
+    .await;
+    assert_eq!(king(&w).await.as_deref(), Some(fast.as_str()));
+    let history = w.get("/king/history").await;
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "defended" && e["submission_id"] == fast.as_str()),
+        "{history}"
+    );
+
+    // Round 3: several times faster: the crown changes hands, and so do the weights.
+    w.node.set_block(1020);
+    w.commit(MUCH_FASTER.0, 1015);
+    let much = id(MUCH_FASTER.0, 1015);
+    until("the much faster miner crowned", ROUND, || async {
+        king(&w).await.filter(|k| *k == much)
+    })
+    .await;
+    weights_sent_to(&w, MUCH_FASTER.0).await;
+    let rounds = w.get("/rounds").await;
+    let completed = rounds
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == "completed")
+        .count();
+    assert_eq!(completed, 3, "{rounds}");
+
+    stop(&mut pod).await;
+    stop(&mut host).await;
+    assert!(cacheon_containers().is_empty(), "containers left behind");
+    overhead::print("undisturbed run", &pod.lines());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_an_s3_outage_and_lease_expiry_change_nothing() {
+    let _turn = TURN.lock().await;
+    let w = World::new("faults").await;
+
+    // The host, killed in its first scan (as it records the first commitment).
+    let mut host = w.host();
+    host.wait_for(&["new submission"], Duration::from_secs(60))
+        .await;
+    host.kill9();
+    let mut host = w.host();
+
+    // A pod killed as it pulls the first image: its lease must expire before the next
+    // pod can claim the round.
+    let mut pod = w.pod("pod-1");
+    pod.wait_for(&["\"step\":\"pulling\""], ROUND).await;
+    pod.kill9();
+
+    // A second pod, killed while it measures the second contestant: its container is
+    // left running, for the next pod to reap.
+    let mut pod = w.pod("pod-2");
+    pod.wait_for(&["claimed round"], ROUND).await;
+    pod.wait_for(&["\"step\":\"measuring\"", &id(SLOW.0, 991)], ROUND)
+        .await;
+    pod.kill9();
+    assert!(
+        !cacheon_containers().is_empty(),
+        "the killed pod's container is gone already"
+    );
+
+    // A third pod reaps it, resumes from the results already written, and rides out a
+    // 30-second S3 outage in the middle of the round.
+    let mut pod = w.pod("pod-3");
+    pod.wait_for(&["removed containers left by an earlier pod"], ROUND)
+        .await;
+    pod.wait_for(&["reusing the result an earlier pod wrote"], ROUND)
+        .await;
+    pod.wait_for(&["\"step\":\"measuring\""], ROUND).await;
+    w.moto.pause();
+    tokio::time::sleep(Duration::from_secs(30)).await; // the outage itself
+    w.moto.resume();
+
+    // The host, killed as it ingests the round's done.json; its successor applies it.
+    host.wait_for(&["ingesting done.json"], ROUND).await;
+    host.kill9();
+    let mut host = w.host();
+    host.wait_for(&["status API listening"], Duration::from_secs(60))
+        .await;
+
+    let fast = id(FAST.0, 990);
+    until("the fast miner crowned", ROUND, || async {
+        king(&w).await.filter(|k| *k == fast)
+    })
+    .await;
+    assert_eq!(states(&w).await, round_one());
+    weights_sent_to(&w, FAST.0).await;
+
+    // Scored once, charged nothing: one completed round, no void one, no infra attempt.
+    let rounds = w.get("/rounds").await;
+    let rounds = rounds.as_array().unwrap();
+    assert_eq!(rounds.len(), 1, "{rounds:?}");
+    assert_eq!(rounds[0]["state"], "completed");
+    let rows = w.get("/submissions?limit=1000").await;
+    for r in rows.as_array().unwrap() {
+        assert_eq!(r["infra_attempts"], 0, "{r}");
+    }
+    let history = w.get("/king/history").await;
+    let crowned = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "crowned")
+        .count();
+    assert_eq!(crowned, 1, "{history}");
+
+    stop(&mut pod).await;
+    stop(&mut host).await;
+    assert!(cacheon_containers().is_empty(), "containers left behind");
+}

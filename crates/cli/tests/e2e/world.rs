@@ -1,0 +1,437 @@
+//! The real parts of an end-to-end run: a moto S3 server, the mock subtensor node over a
+//! websocket (finney metadata), mock-miner images in the local registry, a SQLite file, and
+//! `cacheon host` / `cacheon pod` as separate processes that can be killed with SIGKILL.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cacheon_chain::mock::{MockNode, ServerHandle};
+use cacheon_chain::AccountId32;
+use cacheon_handoff::testing::Moto;
+use parity_scale_codec::Encode;
+use tokio::sync::OnceCell;
+
+pub const NETUID: u16 = 14;
+pub const VERSION_KEY: u64 = 77;
+const REGISTRY: &str = "127.0.0.1:5000";
+/// The validator's hotkey (a btcli `secretSeed` file) and its address.
+const SEED: &str = "0x4ed8d4b17698ddeaa1f1559f152f87b5d472f725ca86d341bd0276f1b61197e2";
+pub const VALIDATOR: &str = "5EPCUjPxiHAcNooYipQFWr9NmmXJKpNG5RhcntXwbtUySrgH";
+pub const VALIDATOR_UID: u16 = 1;
+
+/// Test miners: uid, mock-miner arguments (the image's entrypoint).
+pub const FAST: (u16, &str) = (2, "--ttft-ms 40 --itl-ms 8");
+pub const SLOW: (u16, &str) = (3, "--ttft-ms 80 --itl-ms 16");
+pub const CHEATER: (u16, &str) = (4, "--ttft-ms 10 --itl-ms 2 --fault wrong-after:2");
+pub const MALFORMED_UID: u16 = 5;
+pub const SLIGHTLY_FASTER: (u16, &str) = (6, "--ttft-ms 36 --itl-ms 7");
+pub const MUCH_FASTER: (u16, &str) = (7, "--ttft-ms 10 --itl-ms 2");
+const BASELINE_ARGS: &str = "mock-miner --port 8000 --ttft-ms 100 --itl-ms 20";
+/// A challenger must beat the king by 50 %: wide enough that timing noise on a shared
+/// machine cannot move a 20 % improvement over it or a 300 % one under it.
+pub const KING_MARGIN: &str = "0.5";
+
+const WORKLOAD: &str = r#"{
+  "shape": {"warmup": 1, "latency": 4, "throughput": 8, "long_fraction": 0.25,
+            "long_tokens": [300, 600], "short_tokens": [32, 128]},
+  "harness": {"model": "Qwen2.5-72B-Instruct", "max_tokens": 24, "top_logprobs": 5,
+              "concurrency": 4, "deadline": 20000, "stall_timeout": 5000,
+              "byte_cap": 1048576, "connect_timeout": 2000}
+}"#;
+
+pub fn hotkey(uid: u16) -> AccountId32 {
+    if uid == VALIDATOR_UID {
+        return VALIDATOR.parse().expect("ss58");
+    }
+    AccountId32([u8::try_from(uid).expect("small uid") + 100; 32])
+}
+
+pub fn ss58(uid: u16) -> String {
+    hotkey(uid).to_string()
+}
+
+fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Image reference and digest of every test server, built once per test binary.
+#[derive(Clone)]
+pub struct Images {
+    pub by_uid: Vec<(u16, String, String)>,
+    pub baseline: (String, String),
+}
+
+impl Images {
+    pub fn of(&self, uid: u16) -> (String, String) {
+        let (_, i, d) = self
+            .by_uid
+            .iter()
+            .find(|(u, _, _)| *u == uid)
+            .expect("image");
+        (i.clone(), d.clone())
+    }
+}
+
+static IMAGES: OnceCell<Images> = OnceCell::const_new();
+
+/// An image from scratch with the `cacheon` binary and its libraries, one per entrypoint,
+/// pushed to the local registry and removed locally so every pull is real.
+pub async fn images() -> Images {
+    IMAGES
+        .get_or_init(|| async {
+            tokio::task::spawn_blocking(build_images)
+                .await
+                .expect("build images")
+        })
+        .await
+        .clone()
+}
+
+fn build_images() -> Images {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
+    let exe = env!("CARGO_BIN_EXE_cacheon");
+    sh(Command::new("strip")
+        .arg("-o")
+        .arg(root.join("bin/cacheon"))
+        .arg(exe));
+    for lib in sh(Command::new("ldd").arg(exe)).split_whitespace() {
+        if lib.starts_with('/') && Path::new(lib).exists() {
+            let dest = root.join(lib.trim_start_matches('/'));
+            std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+            std::fs::copy(lib, dest).expect("copy lib");
+        }
+    }
+    std::fs::create_dir_all(root.join("models")).expect("mkdir");
+    std::fs::create_dir_all(root.join("tmp")).expect("mkdir");
+    let tar = dir.path().join("root.tar");
+    sh(Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    let build = |name: &str, args: &str| -> (String, String) {
+        let mut entry = vec!["/bin/cacheon".to_string()];
+        if !args.is_empty() {
+            entry.extend(["mock-miner", "--port", "8000"].map(String::from));
+            entry.extend(args.split_whitespace().map(String::from));
+        }
+        let entry = serde_json::to_string(&entry).expect("json");
+        let tag = format!("{REGISTRY}/cacheon-e2e/{name}:{}", std::process::id());
+        sh(Command::new("docker")
+            .args(["import", "-c", &format!("ENTRYPOINT {entry}")])
+            .arg(&tar)
+            .arg(&tag));
+        sh(Command::new("docker").args(["push", "-q", &tag]));
+        let digests = sh(Command::new("docker").args([
+            "inspect",
+            "--format",
+            "{{range .RepoDigests}}{{println .}}{{end}}",
+            &tag,
+        ]));
+        let digest = digests
+            .lines()
+            .find_map(|l| l.split_once('@').map(|(_, d)| d.to_string()))
+            .expect("digest");
+        sh(Command::new("docker").args(["rmi", "-f", &tag]));
+        (tag, digest)
+    };
+    let miners = [
+        ("fast", FAST),
+        ("slow", SLOW),
+        ("cheater", CHEATER),
+        ("slightly-faster", SLIGHTLY_FASTER),
+        ("much-faster", MUCH_FASTER),
+    ];
+    let by_uid = miners
+        .iter()
+        .map(|(name, (uid, args))| {
+            let (i, d) = build(name, args);
+            (*uid, i, d)
+        })
+        .collect();
+    Images {
+        by_uid,
+        baseline: build("baseline", ""),
+    }
+}
+
+/// Everything one scenario runs on.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub moto: Moto,
+    pub node: MockNode,
+    _ws: ServerHandle,
+    pub ws_url: String,
+    pub images: Images,
+    pub db: PathBuf,
+    pub status: String,
+    status_port: u16,
+    network: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl World {
+    /// A subnet of 8 uids with the validator at uid 1 and the round-1 commitments: fast,
+    /// slow and cheating miners, and a malformed commitment.
+    pub async fn new(name: &str) -> World {
+        let images = images().await;
+        let metadata = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../chain/tests/fixtures/finney-spec393.scale"
+        ))
+        .expect("metadata fixture");
+        let node = MockNode::new(metadata, 393);
+        node.put_subnet_item("SubnetworkN", NETUID, 8u16);
+        for uid in 0..8 {
+            node.put_neuron(NETUID, uid, &hotkey(uid));
+        }
+        let mut permits = vec![false; 8];
+        permits[usize::from(VALIDATOR_UID)] = true;
+        node.put_subnet_item("ValidatorPermit", NETUID, permits);
+        node.put_subnet_item("WeightsVersionKey", NETUID, VERSION_KEY);
+        node.put_subnet_item("CommitRevealWeightsEnabled", NETUID, false);
+        node.put_subnet_item("LastUpdate", NETUID, vec![0u64; 8]);
+        let (addr, ws) = node
+            .serve_ws("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("serve");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let world = World {
+            moto: Moto::start(),
+            node,
+            _ws: ws,
+            ws_url: format!("ws://{addr}"),
+            images,
+            db: dir.path().join("cacheon.db"),
+            status_port: free_port(),
+            status: String::new(),
+            network: format!("cacheon-e2e-{name}-{}", std::process::id()),
+            dir,
+        };
+        let mut world = world;
+        world.status = format!("http://127.0.0.1:{}", world.status_port);
+        let models = world.dir.path().join("models");
+        std::fs::create_dir_all(&models).expect("mkdir");
+        std::fs::write(
+            models.join("config.json"),
+            r#"{"max_position_embeddings": 4096}"#,
+        )
+        .expect("config.json");
+        std::fs::write(models.join("model-00001-of-00001.safetensors"), b"toy").expect("weights");
+        std::fs::write(world.dir.path().join("workload.json"), WORKLOAD).expect("workload");
+        let hotkeys = world.dir.path().join("wallets/validator/hotkeys");
+        std::fs::create_dir_all(&hotkeys).expect("mkdir");
+        std::fs::write(
+            hotkeys.join("default"),
+            format!(r#"{{"secretSeed":"{SEED}","ss58Address":"{VALIDATOR}"}}"#),
+        )
+        .expect("hotkey");
+        world.commit(FAST.0, 990);
+        world.commit(SLOW.0, 991);
+        world.commit(CHEATER.0, 992);
+        world
+            .node
+            .put_plain_commitment(NETUID, &hotkey(MALFORMED_UID), 993, b"not json at all");
+        world
+    }
+
+    /// Reveals a commitment of `uid`'s image at `block`.
+    pub fn commit(&self, uid: u16, block: u64) {
+        let (image, digest) = self.images.of(uid);
+        let json = format!(r#"{{"image":"{image}","digest":"{digest}"}}"#);
+        self.node
+            .put_revealed(NETUID, &hotkey(uid), &[(json.encode(), block)]);
+    }
+
+    pub fn host(&self) -> Daemon {
+        let dir = self.dir.path();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cacheon"));
+        cmd.args(["host", "run", "--tick-secs", "1", "--rpc-attempts", "3"])
+            .arg("--database")
+            .arg(&self.db)
+            .args(["--subtensor-url", &self.ws_url])
+            .args(["--baseline-image", &self.images.baseline.0])
+            .args(["--baseline-digest", &self.images.baseline.1])
+            .args(["--baseline-args", BASELINE_ARGS])
+            .arg("--workload")
+            .arg(dir.join("workload.json"))
+            .args(["--status-addr", &format!("127.0.0.1:{}", self.status_port)])
+            .args(["--king-margin", KING_MARGIN])
+            .args(["--wallet-name", "validator"])
+            .arg("--wallet-path")
+            .arg(dir.join("wallets"));
+        self.handoff_env(&mut cmd);
+        Daemon::spawn("host", cmd)
+    }
+
+    pub fn pod(&self, name: &str) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cacheon"));
+        cmd.args([
+            "pod",
+            "--pod-id",
+            name,
+            "--gpu-count",
+            "0",
+            "--gpus",
+            "none",
+            "--min-free-disk-gb",
+            "0",
+            "--poll-secs",
+            "1",
+            "--lease-ttl-secs",
+            "6",
+            "--lease-renew-secs",
+            "1",
+            "--startup-timeout-secs",
+            "30",
+            "--stop-grace-secs",
+            "1",
+            "--container-memory-gb",
+            "1",
+            "--container-shm-gb",
+            "1",
+            "--sandbox-network",
+            &self.network,
+        ])
+        .arg("--models-dir")
+        .arg(self.dir.path().join("models"));
+        self.handoff_env(&mut cmd);
+        Daemon::spawn(name, cmd)
+    }
+
+    fn handoff_env(&self, cmd: &mut Command) {
+        cmd.env("CACHEON_S3_ENDPOINT", &self.moto.endpoint)
+            .env("CACHEON_S3_BUCKET", "cacheon-e2e")
+            .env("CACHEON_S3_ACCESS_KEY_ID", "testing")
+            .env("CACHEON_S3_SECRET_ACCESS_KEY", "testing")
+            .env("CACHEON_HANDOFF_SECRET", "e2e-shared-secret")
+            .env("CACHEON_LOG_FORMAT", "json")
+            .env("CACHEON_LOG", "info");
+    }
+
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        let url = format!("{}{path}", self.status);
+        let response = reqwest::get(&url).await.expect("status API");
+        assert!(
+            response.status().is_success(),
+            "{url}: {}",
+            response.status()
+        );
+        response.json().await.expect("json")
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.network])
+            .output();
+    }
+}
+
+/// A daemon process whose stderr (JSON log lines) is collected as it arrives.
+pub struct Daemon {
+    pub name: String,
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn spawn(name: &str, mut cmd: Command) -> Daemon {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cacheon");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        Daemon {
+            name: name.to_string(),
+            child,
+            lines,
+        }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lock").clone()
+    }
+
+    /// Waits (polling, up to `limit`) for a log line containing every one of `needles`;
+    /// panics with the log so far when the process exits or the limit passes.
+    pub async fn wait_for(&mut self, needles: &[&str], limit: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(l) = self
+                .lines()
+                .into_iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return l;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before {needles:?}:\n{}",
+                    self.name,
+                    self.lines().join("\n")
+                );
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} did not log {needles:?} within {limit:?}:\n{}",
+                self.name,
+                tail(&self.lines(), 60)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: no cleanup of any kind runs.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn tail(lines: &[String], n: usize) -> String {
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
