@@ -202,6 +202,26 @@ mod tests {
         }
     }
 
+    /// Scores and gate statistics are floats: every one must read back to the very bits
+    /// that were MACed, or a pod's honest document is refused as tampered.
+    #[test]
+    fn floats_survive_the_mac() {
+        let secret = HandoffSecret::new(b"s".to_vec());
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let values: Vec<f64> = (0..20_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                f64::from_bits(x >> 2) // finite, spread over every exponent
+            })
+            .chain([0.1 + 0.2, 1e-7, 2.0 / 3.0, 1.004_999_999_999_999_9])
+            .collect();
+        let sealed = seal(&serde_json::json!({ "v": values }), Some(&secret)).unwrap();
+        let opened: serde_json::Value = open(&sealed, Some(&secret)).unwrap();
+        assert_eq!(opened["v"].as_array().unwrap().len(), values.len());
+    }
+
     #[test]
     fn round_trips_with_and_without_a_secret() {
         let secret = HandoffSecret::new(b"shared".to_vec());
