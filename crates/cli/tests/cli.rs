@@ -156,3 +156,64 @@ fn db_migrate_creates_and_is_idempotent() {
         "CACHEON_DATABASE is honoured"
     );
 }
+
+/// `cacheon host requeue` on a real store: a `failed_infra` submission becomes pending with
+/// fresh attempts; anything else is refused with a reason.
+#[tokio::test]
+async fn host_requeue_gives_a_failed_infra_submission_fresh_attempts() {
+    use cacheon_core::InfraReason;
+    use cacheon_store::{NewRound, ObservedCommitment, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cacheon.db");
+    let hotkey = "5EPCUjPxiHAcNooYipQFWr9NmmXJKpNG5RhcntXwbtUySrgH";
+    let id = format!("{hotkey}:990");
+    let store = Store::open(&db).await.unwrap();
+    let mut tx = store.write().await.unwrap();
+    let raw = format!(r#"{{"image":"alice/fast:1","digest":"sha256:{}"}}"#, "2".repeat(64));
+    tx.record_commitment(&ObservedCommitment {
+        hotkey: hotkey.into(),
+        commit_block: 990,
+        uid: Some(3),
+        raw: raw.into_bytes(),
+    })
+    .await
+    .unwrap();
+    let round = tx
+        .open_round(&NewRound {
+            seed_block: 1000,
+            seed_hash: format!("0x{}", "0".repeat(64)),
+            deadline_at: 0,
+            max_challengers: 8,
+            max_open_rounds: 1,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    tx.void_round(round.id, InfraReason::PodLost, 1).await.unwrap();
+    tx.commit().await.unwrap();
+    let state = |s: &Store| {
+        let s = s.clone();
+        let id = id.clone();
+        async move { s.submission(&id).await.unwrap().unwrap() }
+    };
+    assert_eq!(state(&store).await.state.code(), "failed_infra");
+
+    let db_arg = db.to_str().unwrap();
+    let out = ok(&["host", "requeue", &id, "--database", db_arg]);
+    assert!(String::from_utf8_lossy(&out).contains("pending again"));
+    let row = state(&store).await;
+    assert_eq!((row.state.code(), row.infra_attempts), ("pending", 0));
+
+    // Now pending: a second requeue is refused, as are unknown and malformed ids.
+    for (arg, expect) in [
+        (id.as_str(), "expected failed_infra"),
+        ("5Abc:1", "not found"),
+        ("nonsense", "not a submission id"),
+    ] {
+        let out = cacheon(&["host", "requeue", arg, "--database", db_arg]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(expect), "{arg}: {err}");
+    }
+    store.close().await;
+}

@@ -191,12 +191,6 @@ async fn apply(
     if applied == ApplyOutcome::Applied {
         tracing::info!(round = round.id, ?decision, "round applied");
         metrics::counter!("cacheon_rounds_closed_total", "outcome" => "completed").increment(1);
-        if !matches!(
-            decision,
-            cacheon_core::CrownDecision::Keep { .. } | cacheon_core::CrownDecision::NoKing
-        ) {
-            host.state.weights_due = true;
-        }
     }
     Ok(())
 }
@@ -217,4 +211,95 @@ async fn void(
         metrics::counter!("cacheon_rounds_closed_total", "outcome" => "void").increment(1);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use cacheon_core::DisqualifyReason;
+    use cacheon_handoff::documents::Verdict;
+    use cacheon_store::{ContestantRow, RoundState};
+
+    fn round(ids: &[&str]) -> RoundRow {
+        RoundRow {
+            id: 1,
+            seed_block: 1,
+            seed_hash: String::new(),
+            state: RoundState::Open,
+            void_reason: None,
+            opened_at: 0,
+            deadline_at: 0,
+            closed_at: None,
+            contestants: ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| ContestantRow {
+                    submission_id: id.to_string(),
+                    role: Role::Challenger,
+                    position: i as i64,
+                    outcome: None,
+                    score: None,
+                    reason: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn verdict(id: &str, outcome: VerdictKind) -> Verdict {
+        Verdict {
+            submission_id: id.into(),
+            role: Role::Challenger,
+            outcome,
+            gate: None,
+        }
+    }
+
+    fn scored(score: f64) -> VerdictKind {
+        VerdictKind::Scored {
+            score,
+            ttft_s: 0.1,
+            tps: 10.0,
+        }
+    }
+
+    #[test]
+    fn verdicts_must_match_the_round_exactly() {
+        let (a, b) = ("5Abc:1", "5Def:2");
+        let r = round(&[a, b]);
+        let dq = VerdictKind::Disqualified {
+            reason: DisqualifyReason::Crashed,
+            detail: String::new(),
+        };
+        let ok = to_store(&r, &[verdict(a, scored(0.5)), verdict(b, dq.clone())]).unwrap();
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[0].outcome, VerdictOutcome::Scored { score: 0.5 });
+        assert_eq!(
+            ok[1].outcome,
+            VerdictOutcome::Disqualified(DisqualifyReason::Crashed)
+        );
+        // Missing, doubled, foreign, or impossible scores: refused as a whole.
+        assert!(to_store(&r, &[verdict(a, scored(0.5))]).is_err());
+        assert!(to_store(
+            &r,
+            &[
+                verdict(a, scored(0.5)),
+                verdict(a, scored(0.6)),
+                verdict(b, dq.clone())
+            ]
+        )
+        .is_err());
+        assert!(to_store(
+            &r,
+            &[
+                verdict(a, scored(0.5)),
+                verdict(b, dq.clone()),
+                verdict("5Xyz:3", dq.clone())
+            ]
+        )
+        .is_err());
+        for bad in [f64::NAN, f64::INFINITY, -0.1] {
+            assert!(to_store(&r, &[verdict(a, scored(bad)), verdict(b, dq.clone())]).is_err());
+        }
+    }
 }

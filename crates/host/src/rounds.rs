@@ -18,8 +18,6 @@ use crate::{now_unix, Host, HostError};
 #[derive(Default)]
 pub struct Memory {
     pub metagraph: Option<Metagraph>,
-    /// A crowning or dethroning happened: set weights without waiting for the interval.
-    pub weights_due: bool,
     /// The block before which no new weights attempt is made (after a failure).
     pub weights_retry_at: Option<u64>,
     /// Rounds whose `job.json` is known to be in the bucket.

@@ -65,7 +65,6 @@ pub async fn run(host: &mut Host) -> Result<BlockRef, HostError> {
             tx.dethrone(DethroneCause::Deregistered, head.number, None)
                 .await?;
             tracing::warn!(king = %king.submission_id, "king dethroned: hotkey deregistered");
-            host.state.weights_due = true;
         }
     }
     tx.commit().await?;

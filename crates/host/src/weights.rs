@@ -1,5 +1,5 @@
 //! Weights (SPEC §11): all weight to the king's uid, or to `burn_uid` without a king; set
-//! after a crowning and every `weights_interval_blocks`. The king's uid is looked up in
+//! when that changes (a crowning) and every `weights_interval_blocks`. The king's uid is looked up in
 //! the metagraph of this pass, not taken from when it was crowned, since uids move. In
 //! observe mode the vector is computed and recorded, never sent.
 
@@ -10,22 +10,6 @@ use cacheon_store::{WeightMode, WeightOutcome};
 use crate::{Host, HostError, Signer};
 
 pub async fn run(host: &mut Host, head: BlockRef) -> Result<(), HostError> {
-    let last = host.store.last_weight_submission().await?;
-    let interval_due = last.as_ref().is_none_or(|w| {
-        u64::try_from(w.block).map_or(true, |b| {
-            head.number >= b + host.cfg.weights_interval_blocks
-        })
-    });
-    let retry_ok = host.state.weights_retry_at.is_none_or(|b| head.number >= b);
-    let next = last
-        .as_ref()
-        .and_then(|w| u64::try_from(w.block).ok())
-        .map(|b| b + host.cfg.weights_interval_blocks);
-    host.snapshot.send_modify(|s| s.next_weights_block = next);
-    if !(host.state.weights_due || interval_due) || !retry_ok {
-        return Ok(());
-    }
-
     let king = host.store.king().await?;
     let king_uid = king.as_ref().and_then(|k| {
         let hotkey = k.submission_id.rsplit_once(':').map(|(h, _)| h)?;
@@ -38,6 +22,26 @@ pub async fn run(host: &mut Host, head: BlockRef) -> Result<(), HostError> {
             .map(|n| n.uid)
     });
     let vector = king_weights(king_uid, host.cfg.burn_uid);
+
+    // Due when the vector differs from the last one recorded (a crowning, a dethroning, a
+    // moved uid) or the last attempt failed — read from the store, so a host that crashed
+    // right after a crowning still sets the new weights — and every interval regardless.
+    let last = host.store.last_weight_submission().await?;
+    let uids = serde_json::to_string(&vector.uids).unwrap_or_default();
+    let changed = last
+        .as_ref()
+        .is_none_or(|w| w.uids != uids || w.outcome == "failed");
+    let next = last
+        .as_ref()
+        .and_then(|w| u64::try_from(w.block).ok())
+        .map(|b| b.saturating_add(host.cfg.weights_interval_blocks));
+    let interval_due = next.is_none_or(|n| head.number >= n);
+    let retry_ok = host.state.weights_retry_at.is_none_or(|b| head.number >= b);
+    host.snapshot.send_modify(|s| s.next_weights_block = next);
+    if !(changed || interval_due) || !retry_ok {
+        return Ok(());
+    }
+
     let netuid = host.cfg.netuid;
     let (mode, outcome, version_key) = match &host.signer {
         Signer::Observe => {
@@ -100,8 +104,7 @@ pub async fn run(host: &mut Host, head: BlockRef) -> Result<(), HostError> {
         WeightOutcome::Skipped(_) => "skipped",
     };
     metrics::counter!("cacheon_weights_total", "outcome" => label).increment(1);
-    // A failed attempt stays due (retried after `weights_retry_blocks`), whatever made it due.
-    host.state.weights_due = failed;
+    // A failed attempt stays due (its row says `failed`), retried after `weights_retry_blocks`.
     if !failed {
         host.state.weights_retry_at = None;
     }

@@ -283,3 +283,34 @@ async fn kills_an_s3_outage_and_lease_expiry_change_nothing() {
     stop(&mut host).await;
     assert!(cacheon_containers().is_empty(), "containers left behind");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_wallet_the_host_observes_and_submits_nothing() {
+    let _turn = TURN.lock().await;
+    let w = World::new("observe").await;
+    let mut host = w.host_with(false);
+    host.wait_for(&["observe mode"], Duration::from_secs(60))
+        .await;
+    let status = w.get("/status").await;
+    assert_eq!(status["mode"], "observe");
+    assert!(status["validator_hotkey"].is_null(), "{status}");
+    // It still scans and queues, and computes weights (to the burn uid: no king yet).
+    until("commitments queued and weights computed", ROUND, || async {
+        let s = w.get("/status").await;
+        let computed =
+            s["last_weights"]["detail"] == "observe_mode" && s["last_weights"]["uids"] == "[0]";
+        let queued = s["submissions"]["rejected"] == 1
+            && s["submissions"]["pending"].as_i64().unwrap_or(0)
+                + s["submissions"]["queued"].as_i64().unwrap_or(0)
+                == 3;
+        (computed && queued).then_some(())
+    })
+    .await;
+    let page = reqwest::get(&w.status).await.unwrap().text().await.unwrap();
+    assert!(page.to_lowercase().contains("observe"), "{page}");
+    assert!(
+        w.node.submitted().is_empty(),
+        "observe mode submitted an extrinsic"
+    );
+    stop(&mut host).await;
+}

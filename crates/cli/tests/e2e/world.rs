@@ -262,6 +262,11 @@ impl World {
     }
 
     pub fn host(&self) -> Daemon {
+        self.host_with(true)
+    }
+
+    /// The host; without a wallet it runs in observe mode.
+    pub fn host_with(&self, wallet: bool) -> Daemon {
         let dir = self.dir.path();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cacheon"));
         cmd.args(["host", "run", "--tick-secs", "1", "--rpc-attempts", "3"])
@@ -275,9 +280,11 @@ impl World {
             .arg(dir.join("workload.json"))
             .args(["--status-addr", &format!("127.0.0.1:{}", self.status_port)])
             .args(["--king-margin", KING_MARGIN])
-            .args(["--wallet-name", "validator"])
             .arg("--wallet-path")
             .arg(dir.join("wallets"));
+        if wallet {
+            cmd.args(["--wallet-name", "validator"]);
+        }
         self.handoff_env(&mut cmd);
         Daemon::spawn("host", cmd)
     }
