@@ -170,7 +170,10 @@ async fn host_requeue_gives_a_failed_infra_submission_fresh_attempts() {
     let id = format!("{hotkey}:990");
     let store = Store::open(&db).await.unwrap();
     let mut tx = store.write().await.unwrap();
-    let raw = format!(r#"{{"image":"alice/fast:1","digest":"sha256:{}"}}"#, "2".repeat(64));
+    let raw = format!(
+        r#"{{"image":"alice/fast:1","digest":"sha256:{}"}}"#,
+        "2".repeat(64)
+    );
     tx.record_commitment(&ObservedCommitment {
         hotkey: hotkey.into(),
         commit_block: 990,
@@ -190,7 +193,9 @@ async fn host_requeue_gives_a_failed_infra_submission_fresh_attempts() {
         .await
         .unwrap()
         .unwrap();
-    tx.void_round(round.id, InfraReason::PodLost, 1).await.unwrap();
+    tx.void_round(round.id, InfraReason::PodLost, 1)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let state = |s: &Store| {
         let s = s.clone();
@@ -213,7 +218,10 @@ async fn host_requeue_gives_a_failed_infra_submission_fresh_attempts() {
     ] {
         let out = cacheon(&["host", "requeue", arg, "--database", db_arg]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains(expect), "{arg}: {err}");
+        assert!(
+            !out.status.success() && err.contains(expect),
+            "{arg}: {err}"
+        );
     }
     store.close().await;
 }

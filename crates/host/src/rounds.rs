@@ -162,9 +162,9 @@ pub async fn job(host: &Host, round: &RoundRow) -> Result<Job, HostError> {
         prompt_set_hash: prompts.prompt_set_hash,
         contestants,
         baseline: cfg.baseline.clone(),
-        workload: cfg.workload.clone(),
+        workload: cfg.workload,
         harness: cfg.harness.clone(),
-        thresholds: cfg.thresholds.clone(),
+        thresholds: cfg.thresholds,
         created_at: round.opened_at,
         deadline_at: round.deadline_at,
     })
