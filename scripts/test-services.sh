@@ -6,6 +6,7 @@
 # - the Rust toolchain with rustfmt and clippy;
 # - Debian's docker.io (dockerd), docker-registry (a local registry on 127.0.0.1:5000,
 #   no auth) and busybox-static (a tool the sandbox tests put into their offline images);
+# - docker-compose and shellcheck, for .ci/run's checks of the compose files and scripts;
 # - a Python venv ($STATE/venv) with PyPI's bittensor-drand, the chain's own timelock
 #   implementation, which the chain tests cross-check our timelock encryption against, and
 #   moto[server], the S3 server the hand-off tests run (each test starts its own).
@@ -31,6 +32,8 @@ missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 [ -x /bin/busybox ] || missing+=(busybox-static)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "test-services: installing ${missing[*]}"
   $SUDO apt-get update -qq

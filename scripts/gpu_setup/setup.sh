@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Prepares a fresh Ubuntu GPU machine to run a Cacheon pod, idempotently:
+#   1. Docker engine, 2. NVIDIA container toolkit, 3. disk-space checks,
+#   4. Qwen2.5-72B-Instruct weights in /workspace/models/Qwen2.5-72B-Instruct,
+#   5. the baseline image pulled by its pinned digest, 6. a GPU smoke check,
+#   7. the sandbox network's firewall rule (sandboxed servers cannot reach the machine).
+# Every step checks first and only acts when something is missing; run it as often as you
+# like. With --check it only verifies and reports, changing nothing (exit 1 if anything is
+# missing).
+#
+#   sudo scripts/gpu_setup/setup.sh [--check]
+# Environment:
+#   CACHEON_BASELINE_IMAGE / CACHEON_BASELINE_DIGEST  the pinned baseline (as on the host)
+#   CACHEON_MODELS_DIR    default /workspace/models/Qwen2.5-72B-Instruct
+#   CACHEON_MODEL_REPO    default Qwen/Qwen2.5-72B-Instruct (Hugging Face)
+#   HF_TOKEN              optional, for the download
+#   CACHEON_SANDBOX_NETWORK  default cacheon-sandbox
+#   CACHEON_GPU_COUNT     default 4
+set -euo pipefail
+
+CHECK=0
+if [ "${1:-}" = "--check" ]; then CHECK=1; fi
+
+MODELS_DIR="${CACHEON_MODELS_DIR:-/workspace/models/Qwen2.5-72B-Instruct}"
+MODEL_REPO="${CACHEON_MODEL_REPO:-Qwen/Qwen2.5-72B-Instruct}"
+BASELINE_IMAGE="${CACHEON_BASELINE_IMAGE:-vllm/vllm-openai}"
+BASELINE_DIGEST="${CACHEON_BASELINE_DIGEST:-}"
+NETWORK="${CACHEON_SANDBOX_NETWORK:-cacheon-sandbox}"
+GPU_COUNT="${CACHEON_GPU_COUNT:-4}"
+# The weights are about 145 GB; the baseline image about 10 GB; miner images up to 20 GB.
+MODEL_SPACE_GB=160
+DOCKER_SPACE_GB=60
+
+missing=0
+ok() { printf '  ok       %s\n' "$1"; }
+todo() { printf '  MISSING  %s\n' "$1"; missing=1; }
+step() { printf '%s\n' "$1"; }
+act() {
+  # Runs a fixing command unless --check.
+  if [ "$CHECK" -eq 1 ]; then return 1; fi
+  "$@"
+}
+
+if [ "$CHECK" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh: run as root (sudo), or with --check to only verify" >&2
+  exit 2
+fi
+
+free_gb() {
+  local dir="$1"
+  while [ ! -d "$dir" ]; do dir="$(dirname "$dir")"; done
+  df -Pk "$dir" | awk 'NR == 2 { print int($4 / 1048576) }'
+}
+
+step "1. Docker engine"
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  ok "docker $(docker version --format '{{.Server.Version}}')"
+elif act sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io && systemctl enable --now docker'; then
+  ok "docker installed"
+else
+  todo "docker engine (apt-get install docker.io)"
+fi
+
+step "2. NVIDIA container toolkit"
+if command -v nvidia-ctk >/dev/null 2>&1 && docker info 2>/dev/null | grep -qi 'runtimes:.*nvidia'; then
+  ok "nvidia runtime registered with docker"
+elif act sh -c '
+    set -e
+    curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey |
+      gpg --dearmor --yes -o /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg
+    curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list |
+      sed "s#deb https://#deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://#g" \
+      > /etc/apt/sources.list.d/nvidia-container-toolkit.list
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nvidia-container-toolkit
+    nvidia-ctk runtime configure --runtime=docker
+    systemctl restart docker'; then
+  ok "nvidia container toolkit installed"
+else
+  todo "nvidia container toolkit"
+fi
+
+step "3. Disk space"
+if [ -f "$MODELS_DIR/config.json" ]; then
+  ok "weights already present; model space not needed"
+elif [ "$(free_gb "$MODELS_DIR")" -ge "$MODEL_SPACE_GB" ]; then
+  ok "$(free_gb "$MODELS_DIR") GB free for the weights (need $MODEL_SPACE_GB)"
+else
+  todo "$(free_gb "$MODELS_DIR") GB free under $MODELS_DIR; the weights need $MODEL_SPACE_GB GB"
+fi
+if [ "$(free_gb /var/lib/docker)" -ge "$DOCKER_SPACE_GB" ]; then
+  ok "$(free_gb /var/lib/docker) GB free for images (need $DOCKER_SPACE_GB)"
+else
+  todo "$(free_gb /var/lib/docker) GB free for Docker images; need $DOCKER_SPACE_GB GB"
+fi
+
+step "4. Model weights ($MODEL_REPO)"
+if [ -f "$MODELS_DIR/config.json" ] && ls "$MODELS_DIR"/*.safetensors >/dev/null 2>&1; then
+  ok "$MODELS_DIR has config.json and $(find "$MODELS_DIR" -maxdepth 1 -name '*.safetensors' | wc -l) safetensors files"
+elif act sh -c "
+    set -e
+    mkdir -p '$MODELS_DIR'
+    command -v huggingface-cli >/dev/null 2>&1 || pip install -q 'huggingface_hub[cli]'
+    huggingface-cli download '$MODEL_REPO' --local-dir '$MODELS_DIR'"; then
+  ok "weights downloaded to $MODELS_DIR"
+else
+  todo "weights in $MODELS_DIR (huggingface-cli download $MODEL_REPO --local-dir $MODELS_DIR)"
+fi
+
+step "5. Baseline image"
+if [ -z "$BASELINE_DIGEST" ]; then
+  todo "CACHEON_BASELINE_DIGEST is not set (the host's pinned baseline digest)"
+elif docker image inspect "$BASELINE_IMAGE@$BASELINE_DIGEST" >/dev/null 2>&1; then
+  ok "$BASELINE_IMAGE@$BASELINE_DIGEST present"
+elif act docker pull -q "$BASELINE_IMAGE@$BASELINE_DIGEST"; then
+  ok "$BASELINE_IMAGE@$BASELINE_DIGEST pulled"
+else
+  todo "$BASELINE_IMAGE@$BASELINE_DIGEST not pulled"
+fi
+
+step "6. GPU smoke check"
+if command -v nvidia-smi >/dev/null 2>&1; then
+  gpus="$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -c . || true)"
+  if [ "$gpus" -ge "$GPU_COUNT" ]; then
+    ok "$gpus GPU(s): $(nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c | xargs)"
+  else
+    todo "found $gpus GPU(s), need $GPU_COUNT"
+  fi
+  if docker run --rm --gpus all --entrypoint nvidia-smi "$BASELINE_IMAGE@${BASELINE_DIGEST:-none}" -L >/dev/null 2>&1; then
+    ok "containers see the GPUs"
+  else
+    todo "a container could not see the GPUs (docker run --gpus all ... nvidia-smi -L)"
+  fi
+else
+  todo "nvidia-smi not found (install the NVIDIA driver)"
+fi
+
+step "7. Sandbox network firewall"
+# The sandbox network is internal (no route out), but a container can still open
+# connections to this machine's own services on the bridge's gateway address. Drop new
+# connections that arrive from the bridge; replies to the pod's own requests to the servers
+# (established connections) still pass.
+if ! docker network inspect "$NETWORK" >/dev/null 2>&1; then
+  if act docker network create --internal "$NETWORK" >/dev/null; then
+    ok "internal network $NETWORK created"
+  else
+    todo "internal network $NETWORK"
+  fi
+fi
+if docker network inspect "$NETWORK" >/dev/null 2>&1; then
+  bridge="br-$(docker network inspect -f '{{.Id}}' "$NETWORK" | cut -c1-12)"
+  if iptables -C INPUT -i "$bridge" -m conntrack --ctstate NEW -j DROP 2>/dev/null; then
+    ok "new connections from $bridge to this machine dropped"
+  elif act iptables -I INPUT -i "$bridge" -m conntrack --ctstate NEW -j DROP; then
+    ok "new connections from $bridge now dropped (persist with iptables-persistent)"
+  else
+    todo "iptables -I INPUT -i $bridge -m conntrack --ctstate NEW -j DROP"
+  fi
+fi
+
+if [ "$missing" -eq 0 ]; then
+  echo "ready: docker compose -f docker-compose.gpu.yml up"
+else
+  echo "not ready: see MISSING above"
+  exit 1
+fi
