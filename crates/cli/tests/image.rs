@@ -55,7 +55,9 @@ fn the_runtime_image_builds_offline_and_runs_cacheon() {
         .args(["image", "inspect", "--format", "{{.Config.User}}", &image])
         .output()
         .unwrap();
-    let _ = Command::new("docker").args(["rmi", "-f", &image, &base]).output();
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", &image, &base])
+        .output();
 
     let stdout = String::from_utf8_lossy(&built.stdout);
     assert!(
