@@ -109,10 +109,10 @@ impl ToyModel {
         let ctx = tail.iter().fold(seed, |h, &t| mix(h ^ u64::from(t)));
         let preferred = 1 + (mix(ctx ^ 1) % u64::from(VOCAB)) as usize;
         let runner_up = 1 + (mix(ctx ^ 2) % u64::from(VOCAB)) as usize;
-        let near_tie = mix(ctx ^ 3) % NEAR_TIE_EVERY == 0 && runner_up != preferred;
-        let stop = mix(ctx ^ 4) % EOS_EVERY == 0;
+        let near_tie = mix(ctx ^ 3).is_multiple_of(NEAR_TIE_EVERY) && runner_up != preferred;
+        let stop = mix(ctx ^ 4).is_multiple_of(EOS_EVERY);
         // Now and then end-of-sequence is a near-tie runner-up: an honest server may stop.
-        let near_stop = !stop && mix(ctx ^ 5) % NEAR_STOP_EVERY == 0;
+        let near_stop = !stop && mix(ctx ^ 5).is_multiple_of(NEAR_STOP_EVERY);
 
         let mut logits: Vec<f64> = (0..=VOCAB as usize)
             .map(|c| unit(mix(ctx ^ (c as u64).wrapping_mul(0x2545_f491_4f6c_dd1d))) * 2.0)
