@@ -244,6 +244,8 @@ pub enum Submit {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct WeightsOutcome {
     pub uid: u16,
+    /// The subnet's `WeightsVersionKey` the weights were set with.
+    pub version_key: u64,
     pub signed: SignedWeights,
     /// The extrinsic hash the node accepted; `None` in a dry run.
     #[serde(serialize_with = "crate::serde_fmt::hex_opt")]
@@ -291,6 +293,7 @@ impl Chain {
         };
         Ok(WeightsOutcome {
             uid,
+            version_key: settings.version_key,
             signed,
             submitted,
         })

@@ -4,7 +4,7 @@
 //! dethrone a king whose hotkey left. All of it in one transaction: a scan that fails
 //! part-way changes nothing.
 
-use cacheon_chain::BlockRef;
+use cacheon_chain::{AccountId32, BlockRef, Metagraph};
 use cacheon_core::{DethroneCause, SubmissionId, SubmissionState, WithdrawReason};
 use cacheon_status::ScanReport;
 use cacheon_store::{ObservedCommitment, Recorded, SubmissionFilter};
@@ -46,13 +46,10 @@ pub async fn run(host: &mut Host) -> Result<BlockRef, HostError> {
             tracing::info!(submission = %c.submission_id(), %state, reason = reason.as_deref().unwrap_or(""), "new submission");
         }
     }
-    let registered = |hotkey: &str| {
-        metagraph
-            .neurons
-            .iter()
-            .any(|n| n.hotkey.to_string() == hotkey)
-    };
-    for s in competing.iter().filter(|s| !registered(&s.hotkey)) {
+    for s in competing
+        .iter()
+        .filter(|s| uid_of(&metagraph, &s.hotkey).is_none())
+    {
         if let Ok(id) = s.id.parse::<SubmissionId>() {
             if tx.withdraw(&id, &WithdrawReason::Deregistered).await? {
                 tracing::info!(submission = %s.id, "withdrawn: hotkey deregistered");
@@ -60,8 +57,11 @@ pub async fn run(host: &mut Host) -> Result<BlockRef, HostError> {
         }
     }
     if let Some(king) = tx.king().await? {
-        let hotkey = king.submission_id.rsplit_once(':').map(|(h, _)| h);
-        if !hotkey.is_some_and(registered) {
+        let hotkey = king.submission_id.parse::<SubmissionId>().ok();
+        if hotkey
+            .and_then(|id| uid_of(&metagraph, &id.hotkey))
+            .is_none()
+        {
             tx.dethrone(DethroneCause::Deregistered, head.number, None)
                 .await?;
             tracing::warn!(king = %king.submission_id, "king dethroned: hotkey deregistered");
@@ -88,4 +88,9 @@ pub async fn run(host: &mut Host) -> Result<BlockRef, HostError> {
     metrics::counter!("cacheon_scans_total").increment(1);
     metrics::counter!("cacheon_submissions_observed_total").increment(new as u64);
     Ok(head)
+}
+
+/// The uid an ss58 hotkey holds in `metagraph` (`None`: not registered, or not an address).
+pub(crate) fn uid_of(metagraph: &Metagraph, hotkey: &str) -> Option<u16> {
+    metagraph.uid_of(&hotkey.parse::<AccountId32>().ok()?)
 }

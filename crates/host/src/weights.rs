@@ -4,22 +4,17 @@
 //! observe mode the vector is computed and recorded, never sent.
 
 use cacheon_chain::{BlockRef, ChainError, Submit};
-use cacheon_core::king_weights;
+use cacheon_core::{king_weights, SubmissionId};
 use cacheon_store::{WeightMode, WeightOutcome};
 
+use crate::scan::uid_of;
 use crate::{Host, HostError, Signer};
 
 pub async fn run(host: &mut Host, head: BlockRef) -> Result<(), HostError> {
     let king = host.store.king().await?;
     let king_uid = king.as_ref().and_then(|k| {
-        let hotkey = k.submission_id.rsplit_once(':').map(|(h, _)| h)?;
-        host.state
-            .metagraph
-            .as_ref()?
-            .neurons
-            .iter()
-            .find(|n| n.hotkey.to_string() == hotkey)
-            .map(|n| n.uid)
+        let id = k.submission_id.parse::<SubmissionId>().ok()?;
+        uid_of(host.state.metagraph.as_ref()?, &id.hotkey)
     });
     let vector = king_weights(king_uid, host.cfg.burn_uid);
 
@@ -63,21 +58,16 @@ pub async fn run(host: &mut Host, head: BlockRef) -> Result<(), HostError> {
                 .await
             {
                 Ok(done) => {
-                    let version_key = host
-                        .chain
-                        .weight_settings(netuid, head)
-                        .await
-                        .map_or(0, |s| s.version_key);
                     let mode = match (submit, &done.signed.call) {
                         (Submit::DryRun, _) => WeightMode::DryRun,
                         (_, cacheon_chain::WeightsCall::SetWeights { .. }) => WeightMode::Set,
                         _ => WeightMode::CommitReveal,
                     };
                     let outcome = match done.submitted {
-                        Some(hash) => WeightOutcome::Submitted(format!("0x{}", hex(&hash))),
+                        Some(hash) => WeightOutcome::Submitted(format!("0x{}", hex::encode(hash))),
                         None => WeightOutcome::Skipped("dry_run".into()),
                     };
-                    (mode, outcome, version_key)
+                    (mode, outcome, done.version_key)
                 }
                 Err(e) => {
                     let code = match &e {
@@ -109,8 +99,4 @@ pub async fn run(host: &mut Host, head: BlockRef) -> Result<(), HostError> {
         host.state.weights_retry_at = None;
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
