@@ -4,40 +4,16 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use std::path::Path;
 use std::process::Command;
 
-fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+mod support;
+use support::sh;
 
 #[test]
 fn the_runtime_image_builds_offline_and_runs_cacheon() {
     let exe = env!("CARGO_BIN_EXE_cacheon");
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    for lib in sh(Command::new("ldd").arg(exe)).split_whitespace() {
-        if lib.starts_with('/') && Path::new(lib).exists() {
-            let dest = root.join(lib.trim_start_matches('/'));
-            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-            std::fs::copy(lib, dest).unwrap();
-        }
-    }
-    std::fs::create_dir_all(root.join("tmp")).unwrap();
-    let tar = dir.path().join("base.tar");
-    sh(Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg("."));
+    let tar = support::rootfs_tar(dir.path(), false, &[]);
     let id = std::process::id();
     let base = format!("cacheon-test-base:{id}");
     let image = format!("cacheon-test-image:{id}");

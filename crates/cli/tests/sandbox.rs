@@ -22,18 +22,11 @@ use tokio::sync::{Mutex, OnceCell};
 
 const REGISTRY: &str = "127.0.0.1:5000";
 
+mod support;
+use support::sh;
+
 static TURN: Mutex<()> = Mutex::const_new(());
 static IMAGE: OnceCell<(ImageRef, Digest)> = OnceCell::const_new();
-
-fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// Builds (once) an image from scratch with the `cacheon` binary, its shared libraries and
 /// busybox, pushes it to the local registry and forgets it locally, so every pull is real.
@@ -41,30 +34,7 @@ async fn test_image() -> (ImageRef, Digest) {
     IMAGE
         .get_or_init(|| async {
             let dir = tempfile::tempdir().unwrap();
-            let root = dir.path().join("root");
-            std::fs::create_dir_all(root.join("bin")).unwrap();
-            let exe = env!("CARGO_BIN_EXE_cacheon");
-            sh(Command::new("strip")
-                .arg("-o")
-                .arg(root.join("bin/cacheon"))
-                .arg(exe));
-            std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-            for lib in sh(Command::new("ldd").arg(exe)).split_whitespace() {
-                if lib.starts_with('/') && Path::new(lib).exists() {
-                    let dest = root.join(lib.trim_start_matches('/'));
-                    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-                    std::fs::copy(lib, dest).unwrap();
-                }
-            }
-            std::fs::create_dir_all(root.join("models")).unwrap();
-            std::fs::create_dir_all(root.join("tmp")).unwrap();
-            let tar = dir.path().join("root.tar");
-            sh(Command::new("tar")
-                .arg("-C")
-                .arg(&root)
-                .arg("-cf")
-                .arg(&tar)
-                .arg("."));
+            let tar = support::rootfs_tar(dir.path(), true, &["/bin/busybox"]);
             let tag = format!("{REGISTRY}/cacheon-test/mock:{}", std::process::id());
             sh(Command::new("docker")
                 .args(["import", "-c", "ENTRYPOINT [\"/bin/cacheon\"]"])

@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod overhead;
+#[path = "../support/mod.rs"]
+mod support;
 mod world;
 
 use std::collections::BTreeMap;

@@ -3,7 +3,7 @@
 //! `cacheon host` / `cacheon pod` as separate processes that can be killed with SIGKILL.
 
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +13,8 @@ use cacheon_chain::AccountId32;
 use cacheon_handoff::testing::Moto;
 use parity_scale_codec::Encode;
 use tokio::sync::OnceCell;
+
+use crate::support::{self, sh};
 
 pub const NETUID: u16 = 14;
 pub const VERSION_KEY: u64 = 77;
@@ -53,16 +55,6 @@ pub fn ss58(uid: u16) -> String {
     hotkey(uid).to_string()
 }
 
-fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
 /// Image reference and digest of every test server, built once per test binary.
 #[derive(Clone)]
 pub struct Images {
@@ -98,29 +90,7 @@ pub async fn images() -> Images {
 
 fn build_images() -> Images {
     let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("root");
-    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
-    let exe = env!("CARGO_BIN_EXE_cacheon");
-    sh(Command::new("strip")
-        .arg("-o")
-        .arg(root.join("bin/cacheon"))
-        .arg(exe));
-    for lib in sh(Command::new("ldd").arg(exe)).split_whitespace() {
-        if lib.starts_with('/') && Path::new(lib).exists() {
-            let dest = root.join(lib.trim_start_matches('/'));
-            std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
-            std::fs::copy(lib, dest).expect("copy lib");
-        }
-    }
-    std::fs::create_dir_all(root.join("models")).expect("mkdir");
-    std::fs::create_dir_all(root.join("tmp")).expect("mkdir");
-    let tar = dir.path().join("root.tar");
-    sh(Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg("."));
+    let tar = support::rootfs_tar(dir.path(), true, &[]);
     let build = |name: &str, args: &str| -> (String, String) {
         let mut entry = vec!["/bin/cacheon".to_string()];
         if !args.is_empty() {
@@ -214,6 +184,7 @@ impl World {
             .await
             .expect("serve");
         let dir = tempfile::tempdir().expect("tempdir");
+        let status_port = free_port();
         let world = World {
             moto: Moto::start(),
             node,
@@ -221,13 +192,11 @@ impl World {
             ws_url: format!("ws://{addr}"),
             images,
             db: dir.path().join("cacheon.db"),
-            status_port: free_port(),
-            status: String::new(),
+            status_port,
+            status: format!("http://127.0.0.1:{status_port}"),
             network: format!("cacheon-e2e-{name}-{}", std::process::id()),
             dir,
         };
-        let mut world = world;
-        world.status = format!("http://127.0.0.1:{}", world.status_port);
         let models = world.dir.path().join("models");
         std::fs::create_dir_all(&models).expect("mkdir");
         std::fs::write(
