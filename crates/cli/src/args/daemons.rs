@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::{NodeArgs, WorkloadSource};
+use super::{NodeArgs, WalletArgs, WorkloadSource};
 
 /// The S3 bucket the host and pods exchange rounds through.
 #[derive(Debug, Clone, Args)]
@@ -83,23 +83,8 @@ pub struct HostRunArgs {
     /// Where weight goes while there is no king.
     #[arg(long, env = "CACHEON_BURN_UID", default_value_t = 0)]
     pub burn_uid: u16,
-    /// btcli wallet name; without one the host runs in observe mode (submits nothing).
-    #[arg(long, env = "CACHEON_WALLET_NAME")]
-    pub wallet_name: Option<String>,
-    #[arg(
-        long,
-        env = "CACHEON_WALLET_PATH",
-        default_value = "~/.bittensor/wallets"
-    )]
-    pub wallet_path: String,
-    #[arg(long, env = "CACHEON_WALLET_HOTKEY", default_value = "default")]
-    pub wallet_hotkey: String,
-    #[arg(
-        long = "wallet-password",
-        env = "CACHEON_WALLET_PASSWORD",
-        hide_env_values = true
-    )]
-    pub wallet_password: Option<String>,
+    #[command(flatten)]
+    pub wallet: WalletArgs,
     /// Build and log weights extrinsics but never submit them.
     #[arg(long, env = "CACHEON_DRY_RUN")]
     pub dry_run: bool,

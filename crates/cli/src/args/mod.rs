@@ -121,8 +121,10 @@ pub struct WalletArgs {
         default_value = "~/.bittensor/wallets"
     )]
     pub wallet_path: String,
-    #[arg(long, env = "CACHEON_WALLET_NAME", default_value = "default")]
-    pub wallet_name: String,
+    /// btcli wallet name (`chain set-weights` uses `default` when unset; `host run` without
+    /// one runs in observe mode and submits nothing).
+    #[arg(long, env = "CACHEON_WALLET_NAME")]
+    pub wallet_name: Option<String>,
     #[arg(long, env = "CACHEON_WALLET_HOTKEY", default_value = "default")]
     pub wallet_hotkey: String,
     /// Password of an encrypted ($NACL) hotkey file; btcli's BT_PW_ variable also works.

@@ -81,7 +81,7 @@ pub async fn run(args: &ChainArgs) -> anyhow::Result<()> {
         ChainCommand::SetWeights(a) => {
             let path = cacheon_chain::hotkey_path(
                 &a.wallet.wallet_path,
-                &a.wallet.wallet_name,
+                a.wallet.wallet_name.as_deref().unwrap_or("default"),
                 &a.wallet.wallet_hotkey,
             );
             let hotkey = Hotkey::load(&path, a.wallet.password.as_deref())?;

@@ -87,11 +87,12 @@ fn config(a: &HostRunArgs) -> anyhow::Result<HostConfig> {
 }
 
 fn signer(a: &HostRunArgs) -> anyhow::Result<Signer> {
-    let Some(wallet) = &a.wallet_name else {
+    let w = &a.wallet;
+    let Some(wallet) = &w.wallet_name else {
         return Ok(Signer::Observe);
     };
-    let path = hotkey_path(&a.wallet_path, wallet, &a.wallet_hotkey);
-    let hotkey = Hotkey::load(&path, a.wallet_password.as_deref())
+    let path = hotkey_path(&w.wallet_path, wallet, &w.wallet_hotkey);
+    let hotkey = Hotkey::load(&path, w.password.as_deref())
         .with_context(|| format!("loading the hotkey {}", path.display()))?;
     Ok(if a.dry_run {
         Signer::DryRun(hotkey)
