@@ -247,23 +247,6 @@ impl Bucket {
         }
     }
 
-    pub fn retry(&self) -> &Retry {
-        &self.retry
-    }
-
-    pub fn name(&self) -> &str {
-        &self.inner.bucket
-    }
-
-    pub fn prefix(&self) -> &str {
-        &self.inner.prefix
-    }
-
-    /// Whether documents are sealed and checked with a hand-off secret.
-    pub fn authenticated(&self) -> bool {
-        self.inner.secret.is_some()
-    }
-
     /// Creates the bucket unless it exists already. Looks first, so an operator whose
     /// credentials may not create buckets can still use an existing one.
     pub async fn ensure_bucket(&self) -> Result<(), HandoffError> {
