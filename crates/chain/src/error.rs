@@ -28,6 +28,9 @@ pub enum ChainError {
     /// No safe drand round to encrypt weights to.
     #[error(transparent)]
     Reveal(#[from] crate::drand::RevealError),
+    /// The commitment could not be built.
+    #[error(transparent)]
+    Commit(#[from] crate::commit::CommitError),
     /// Still failing after every retry.
     #[error("gave up after {attempts} attempts: {last}")]
     Exhausted {

@@ -1,15 +1,17 @@
 //! Everything the validator does on the subtensor chain (SPEC §3, §11): read the metagraph
 //! and the miners' commitments at a finalized block, read the weight-setting parameters,
 //! load the operator's hotkey, and set weights, directly or as a commit-reveal v4 timelocked
-//! commitment encrypted to a drand quicknet round.
+//! commitment encrypted to a drand quicknet round; and, for miners, publish a commitment.
 //!
 //! All chain access goes through subxt's dynamic API with metadata fetched from the node, so
 //! a runtime upgrade changes nothing here unless it changes the items themselves.
 
 pub mod client;
+pub mod commit;
 pub mod commitments;
 pub mod drand;
 mod error;
+pub mod extrinsic;
 pub mod metagraph;
 pub mod params;
 mod serde_fmt;
@@ -19,6 +21,7 @@ pub mod wallet;
 pub mod weights;
 
 pub use client::{BlockRef, Chain, Connector, FnConnector, RetryPolicy, WsConnector};
+pub use commit::{CommitOutcome, CommitmentCall, Reveal, SignedCommitment};
 pub use commitments::{latest_per_hotkey, CommitmentSource, ObservedCommitment};
 pub use drand::Quicknet;
 pub use error::ChainError;

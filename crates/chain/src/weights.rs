@@ -2,26 +2,22 @@
 //! `commit_timelocked_mechanism_weights` (commit-reveal v4) when it is on, where the chain
 //! decrypts the commitment itself once drand publishes the reveal round's signature.
 //!
-//! Signing is split from submitting so an operator's dry run builds and logs the very bytes
-//! that would be sent.
+//! Signing and submitting are [`crate::extrinsic`]'s.
 
 use cacheon_core::WeightVector;
 use parity_scale_codec::Encode;
-use subxt::config::SubstrateExtrinsicParamsBuilder;
-use subxt::utils::{AccountId32, H256};
-use subxt::SubstrateConfig;
+use subxt::utils::AccountId32;
 
-use crate::client::{self, BlockRef, Chain};
+use crate::client::{BlockRef, Chain};
 use crate::drand::{self, Quicknet};
 use crate::error::ChainError;
+use crate::extrinsic::DynamicCall;
 use crate::params::WeightSettings;
 use crate::tlock;
 use crate::wallet::Hotkey;
 
 /// The main mechanism: Cacheon has one.
 pub const MAIN_MECHANISM: u8 = 0;
-/// Signed extrinsics live this many blocks past the block they were built at.
-pub const MORTALITY_BLOCKS: u64 = 64;
 
 /// A weights extrinsic, before signing.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -54,9 +50,7 @@ impl WeightsCall {
         }
     }
 
-    fn payload(
-        &self,
-    ) -> subxt::transactions::DynamicPayload<subxt::ext::scale_value::Composite<()>> {
+    fn payload(&self) -> DynamicCall {
         use subxt::ext::scale_value::{Composite, Value};
         let u16s =
             |xs: &[u16]| Value::unnamed_composite(xs.iter().map(|x| Value::u128(u128::from(*x))));
@@ -165,71 +159,22 @@ impl Chain {
         call: WeightsCall,
         block: BlockRef,
     ) -> Result<SignedWeights, ChainError> {
-        let account = hotkey.account_id();
-        let call = &call;
-        let account = &account;
-        self.run("sign weights", |client| async move {
-            let at = client::at(&client, block).await?;
-            let tx = at.tx();
-            let nonce = tx
-                .account_nonce(account)
-                .await
-                .map_err(|e| ChainError::Rpc(format!("account nonce: {e}")))?;
-            let params = SubstrateExtrinsicParamsBuilder::<SubstrateConfig>::new()
-                .nonce(nonce)
-                .mortal_from_unchecked(MORTALITY_BLOCKS, block.number, H256(block.hash))
-                .build();
-            let payload = call.payload();
-            let mut signable = tx.create_signable_offline(&payload, params).map_err(|e| {
-                ChainError::Missing(format!("{} as this runtime defines it: {e}", call.name()))
-            })?;
-            let signed = signable
-                .sign(hotkey)
-                .map_err(|e| ChainError::Missing(format!("signing {}: {e}", call.name())))?;
-            Ok(SignedWeights {
-                call: call.clone(),
-                signer: account.to_string(),
-                nonce,
-                block,
-                extrinsic: signed.encoded().to_vec(),
-                hash: signed.hash().0.to_vec(),
-            })
+        let signed = self
+            .sign_payload(hotkey, &call.payload(), call.name(), block)
+            .await?;
+        Ok(SignedWeights {
+            call,
+            signer: hotkey.account_id().to_string(),
+            nonce: signed.nonce,
+            block,
+            extrinsic: signed.extrinsic,
+            hash: signed.hash,
         })
-        .await
     }
 
-    /// Submits a signed extrinsic and waits (at most one RPC timeout) until the node accepts
-    /// it into its pool. Not retried: resending is the caller's decision (same bytes, same
-    /// nonce, so harmless). A transport failure is `Rpc`/`Timeout` (transient; the
-    /// connection is dropped), a refusal by the node is `Rejected`.
+    /// Submits signed weights; see [`Chain::submit_extrinsic`].
     pub async fn submit(&self, signed: &SignedWeights) -> Result<[u8; 32], ChainError> {
-        let timeout = self.policy().rpc_timeout;
-        let client = self.client().await?;
-        let at = client::at(&client, signed.block).await?;
-        let tx = at.tx().from_bytes(signed.extrinsic.clone());
-        let result = tokio::time::timeout(timeout, tx.submit()).await;
-        let outcome = match result {
-            Err(_) => Err(ChainError::Timeout(timeout)),
-            Ok(Ok(hash)) => Ok(hash.0),
-            Ok(Err(e)) => {
-                let text = e.to_string();
-                // The node's verdicts on the transaction itself; anything else is transport.
-                let refused = [
-                    "Invalid", "invalid", "Dropped", "dropped", "Usurped", "Error",
-                ]
-                .iter()
-                .any(|word| text.contains(word));
-                Err(if refused {
-                    ChainError::Rejected(text)
-                } else {
-                    ChainError::Rpc(text)
-                })
-            }
-        };
-        if outcome.as_ref().is_err_and(ChainError::is_transient) {
-            self.reset().await;
-        }
-        outcome
+        self.submit_extrinsic(signed.block, &signed.extrinsic).await
     }
 }
 

@@ -286,3 +286,50 @@ fn commit_payload_layout_is_the_chains() {
     expected.extend(42u64.to_le_bytes());
     assert_eq!(payload.encode(), expected);
 }
+
+/// A miner's timelocked commitment: the same reveal round and the same plaintext length
+/// (the JSON as a SCALE string) as bittensor's `get_encrypted_commitment`.
+#[test]
+fn commitment_matches_get_encrypted_commitment() {
+    let quicknet = Quicknet::mainnet().expect("key");
+    let commitment = cacheon_chain::commit::validate(
+        "ghcr.io/alice/fast-qwen:v3",
+        "sha256:3333333333333333333333333333333333333333333333333333333333333333",
+    )
+    .expect("valid");
+    let json = cacheon_chain::commit::commitment_json(&commitment);
+    for blocks in [1u64, 360, 7200] {
+        let answer =
+            reference(json!({"op": "commitment", "data": json, "blocks_until_reveal": blocks}));
+        let lo = cacheon_chain::commit::reveal_round(
+            &quicknet,
+            answer["before"].as_f64().expect("before"),
+            blocks,
+        );
+        let hi = cacheon_chain::commit::reveal_round(
+            &quicknet,
+            answer["after"].as_f64().expect("after"),
+            blocks,
+        );
+        let theirs = answer["round"].as_u64().expect("round");
+        // Their clock is read in whole seconds: one round of slack below ours.
+        assert!(
+            lo.saturating_sub(1) <= theirs && theirs <= hi,
+            "{blocks} blocks: ours {lo}..={hi}, theirs {theirs}"
+        );
+        let call = cacheon_chain::CommitmentCall::timelocked(
+            14,
+            &commitment,
+            theirs,
+            &quicknet,
+            &mut rand_core::OsRng,
+        )
+        .expect("encrypt");
+        let cacheon_chain::CommitmentCall::TimelockEncrypted { encrypted, .. } = call else {
+            panic!("timelocked");
+        };
+        let ct = hex::decode(answer["ciphertext"].as_str().expect("ct")).expect("hex");
+        assert_eq!(ct.len(), encrypted.len(), "same plaintext inside");
+        assert_eq!(encrypted.len(), 244 + json.encode().len());
+    }
+}

@@ -26,6 +26,11 @@ elif op == "commit_v2":
         12.0, bytes.fromhex(req["hotkey"]))
     after = time.time()
     out = {"ciphertext": bytes(ct).hex(), "round": round_, "before": before, "after": after}
+elif op == "commitment":
+    before = time.time()
+    ct, round_ = bd.get_encrypted_commitment(req["data"], req["blocks_until_reveal"], 12.0)
+    after = time.time()
+    out = {"ciphertext": bytes(ct).hex(), "round": round_, "before": before, "after": after}
 else:
     raise SystemExit(f"unknown op {op}")
 json.dump(out, sys.stdout)

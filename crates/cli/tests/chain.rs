@@ -141,3 +141,75 @@ async fn an_unreachable_node_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miner_commits_with_the_validators_rules_checked_first() {
+    let (node, url, _server) = subnet().await;
+    let wallets = tempfile::tempdir().expect("tempdir");
+    let hotkeys = wallets.path().join("default/hotkeys");
+    std::fs::create_dir_all(&hotkeys).expect("mkdir");
+    std::fs::write(
+        hotkeys.join("default"),
+        format!(r#"{{"secretSeed":"{SEED}","ss58Address":"{ADDRESS}"}}"#),
+    )
+    .expect("write");
+    let commit = |args: Vec<String>| {
+        let url = url.clone();
+        let wallet_path = wallets.path().to_str().expect("utf-8").to_owned();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_cacheon"))
+                .args(["commit", "--subtensor-url", &url, "--rpc-attempts", "2"])
+                .args(["--wallet-path", &wallet_path])
+                .args(args)
+                .output()
+                .await
+                .expect("run cacheon")
+        }
+    };
+    let args = |image: &str, extra: &[&str]| {
+        let mut v: Vec<String> = ["--image", image, "--digest", DIGEST]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        v.extend(extra.iter().map(|s| (*s).to_owned()));
+        v
+    };
+
+    // A reference validators would reject: refused before the wallet or the node.
+    let out = commit(args("Alice/Fast:1", &[])).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("image_grammar") && err.contains("nothing was signed"),
+        "{err}"
+    );
+    assert!(node.submitted().is_empty());
+
+    let dry: serde_json::Value =
+        serde_json::from_str(&stdout(&commit(args("alice/fast:2", &["--dry-run"])).await))
+            .expect("json");
+    assert_eq!(dry["uid"], 2);
+    assert_eq!(dry["signed"]["call"]["kind"], "timelock_encrypted");
+    assert_eq!(dry["expected_reveal_block"], 1000 + 360);
+    assert!(dry["submitted"].is_null());
+    assert!(node.submitted().is_empty(), "a dry run submits nothing");
+
+    let sent: serde_json::Value =
+        serde_json::from_str(&stdout(&commit(args("alice/fast:2", &["--plain"])).await))
+            .expect("json");
+    assert_eq!(sent["signed"]["call"]["kind"], "raw");
+    let submitted = node.submitted();
+    assert_eq!(submitted.len(), 1);
+    assert_eq!(
+        sent["signed"]["extrinsic"],
+        format!("0x{}", hex::encode(&submitted[0]))
+    );
+    let plain = sent["signed"]["call"]["data"].as_str().expect("hex");
+    let bytes = hex::decode(plain.trim_start_matches("0x")).expect("hex");
+    assert_eq!(
+        cacheon_core::decode_commitment(&bytes)
+            .map(|c| c.image.to_string())
+            .expect("validators accept it"),
+        "alice/fast:2"
+    );
+}

@@ -1,6 +1,8 @@
 //! Shared by the chain tests: the finney metadata fixture and a mock node serving it.
 #![allow(dead_code)]
 
+pub mod extrinsic;
+
 use std::time::Duration;
 
 use cacheon_chain::mock::MockNode;

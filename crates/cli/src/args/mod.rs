@@ -48,6 +48,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Inspect the chain as the validator sees it: metagraph, commitments, weight settings.
     Chain(ChainArgs),
+    /// For miners: publish your server's image and digest on chain, checked with the
+    /// validators' own rules first and timelocked until the reveal by default.
+    Commit(CommitArgs),
     /// The always-on validator daemon, and operator actions on its store.
     Host(HostArgs),
     /// The GPU pod daemon: claims rounds from the hand-off bucket and measures them.
@@ -121,8 +124,8 @@ pub struct WalletArgs {
         default_value = "~/.bittensor/wallets"
     )]
     pub wallet_path: String,
-    /// btcli wallet name (`chain set-weights` uses `default` when unset; `host run` without
-    /// one runs in observe mode and submits nothing).
+    /// btcli wallet name (`chain set-weights` and `commit` use `default` when unset; `host
+    /// run` without one runs in observe mode and submits nothing).
     #[arg(long, env = "CACHEON_WALLET_NAME")]
     pub wallet_name: Option<String>,
     #[arg(long, env = "CACHEON_WALLET_HOTKEY", default_value = "default")]
@@ -148,6 +151,34 @@ pub struct SetWeightsArgs {
     /// Where weight goes when there is no king.
     #[arg(long, env = "CACHEON_BURN_UID", default_value_t = 0)]
     pub burn_uid: u16,
+    /// Build, sign and print the extrinsic, but do not submit it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[arg(long, env = "CACHEON_NETUID", default_value_t = 14)]
+    pub netuid: u16,
+    /// The miner's hotkey, registered on the netuid.
+    #[command(flatten)]
+    pub wallet: WalletArgs,
+    /// The image reference, without a digest (e.g. `ghcr.io/you/server:v3`).
+    #[arg(long)]
+    pub image: String,
+    /// The image's manifest digest, `sha256:` and 64 hex digits, exactly as the registry
+    /// reports it (`docker buildx imagetools inspect <image>`).
+    #[arg(long)]
+    pub digest: String,
+    /// Blocks (12 s each) until the chain reveals the commitment; until then nobody can
+    /// read or copy it. The submission's id takes the reveal block.
+    #[arg(long, default_value_t = 360, value_parser = clap::value_parser!(u64).range(1..=50_400))]
+    pub reveal_blocks: u64,
+    /// Commit in plain text, public (and copyable) from the block it lands in.
+    #[arg(long, conflicts_with = "reveal_blocks")]
+    pub plain: bool,
     /// Build, sign and print the extrinsic, but do not submit it.
     #[arg(long)]
     pub dry_run: bool,

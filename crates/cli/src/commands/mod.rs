@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod chain;
+pub mod commit;
 pub mod db;
 mod handoff;
 pub mod host;
