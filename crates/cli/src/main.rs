@@ -36,6 +36,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             command: DbCommand::Migrate(a),
         } => commands::db::migrate(&a).await,
         Command::MockMiner(a) => commands::mock_miner::run(&a).await,
+        Command::MockChain(a) => commands::mock_chain::run(&a).await,
         Command::Bench(a) => commands::bench::run(&a).await,
         Command::Chain(a) => commands::chain::run(&a).await,
         Command::Commit(a) => commands::commit::run(&a).await,

@@ -213,3 +213,81 @@ async fn a_miner_commits_with_the_validators_rules_checked_first() {
         "alice/fast:2"
     );
 }
+
+/// `cacheon mock-chain` (what scripts/demo.sh runs) serves a subnet that the real chain
+/// commands read like any node: uids with the hotkeys it printed, and its commitments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_chain_serves_a_subnet_the_chain_commands_read() {
+    use tokio::io::AsyncBufReadExt;
+    let metadata = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../chain/tests/fixtures/finney-spec393.scale"
+    );
+    let good = format!(r#"{{"image":"alice/fast:1","digest":"{DIGEST}"}}"#);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cacheon"))
+        .args(["mock-chain", "--listen", "127.0.0.1:0", "--block-secs", "0"])
+        .args([
+            "--metadata",
+            metadata,
+            "--uids",
+            "4",
+            "--start-block",
+            "500",
+        ])
+        .args(["--revealed", &format!("2={good}"), "--plain", "3=not json"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn mock-chain");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut printed = Vec::new();
+    while printed.len() < 5 {
+        let line = lines.next_line().await.expect("read").expect("a line");
+        printed.push(line);
+    }
+    let url = printed[0]
+        .strip_prefix("listening on ")
+        .expect("address line")
+        .to_owned();
+    let uid2 = printed[3].strip_prefix("uid 2: ").expect("uid 2 line");
+
+    let graph: serde_json::Value =
+        serde_json::from_str(&stdout(&cacheon(&url, &["metagraph", "--json"], &[]).await))
+            .expect("json");
+    assert_eq!(graph["block"]["number"], 500);
+    assert_eq!(graph["neurons"][2]["hotkey"], uid2);
+
+    let seen: serde_json::Value = serde_json::from_str(&stdout(
+        &cacheon(&url, &["commitments", "--json"], &[]).await,
+    ))
+    .expect("json");
+    let rows = seen["commitments"].as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{seen}");
+    let revealed = rows
+        .iter()
+        .find(|r| r["hotkey"] == uid2)
+        .expect("uid 2's commitment");
+    assert_eq!(revealed["source"], "revealed");
+    assert_eq!(
+        revealed["block"], 498,
+        "revealed a block apart before the start"
+    );
+    assert_eq!(revealed["decoded"]["image"], "alice/fast:1");
+    let plain = rows
+        .iter()
+        .find(|r| r["source"] == "plain")
+        .expect("the plain one");
+    assert_eq!(plain["decoded"]["reason"], "not_json");
+
+    let bad = tokio::process::Command::new(env!("CARGO_BIN_EXE_cacheon"))
+        .args(["mock-chain", "--metadata", "/dev/null", "--revealed", "x=1"])
+        .output()
+        .await
+        .expect("run");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("is not a uid"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

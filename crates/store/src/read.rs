@@ -121,13 +121,27 @@ pub struct KingEvent {
 pub struct WeightSubmissionRow {
     pub id: i64,
     pub block: i64,
+    /// The JSON array as stored (compared as text by the host); served as an array.
+    #[serde(serialize_with = "json_text")]
     pub uids: String,
+    #[serde(serialize_with = "json_text")]
     pub weights: String,
     pub version_key: i64,
     pub mode: String,
     pub outcome: String,
     pub detail: Option<String>,
     pub at: i64,
+}
+
+/// Serves a column holding JSON as that JSON, so readers of the status API get `[2]`, not
+/// `"[2]"`. The store wrote it, but a column that does not parse is served as the string
+/// rather than failing the whole response.
+fn json_text<S: serde::Serializer>(text: &str, s: S) -> std::result::Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value) => value.serialize(s),
+        Err(_) => text.serialize(s),
+    }
 }
 
 /// Filters for listing submissions; all optional, combined with AND.

@@ -44,6 +44,9 @@ pub enum Command {
     /// Serve the deterministic mock miner (an OpenAI/vLLM-compatible toy model) for tests,
     /// demos and practice with `cacheon bench`.
     MockMiner(MockMinerArgs),
+    /// Serve an in-memory subtensor node (runtime metadata from a file, a subnet, revealed
+    /// and plain commitments, a block every `--block-secs`) for demos and tests.
+    MockChain(MockChainArgs),
     /// Measure a server against a baseline with the validator's own workload, gate and score.
     Bench(BenchArgs),
     /// Inspect the chain as the validator sees it: metagraph, commitments, weight settings.
@@ -182,6 +185,45 @@ pub struct CommitArgs {
     /// Build, sign and print the extrinsic, but do not submit it.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MockChainArgs {
+    /// Websocket address to listen on (port 0 picks one; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:9944")]
+    pub listen: std::net::SocketAddr,
+    /// Runtime metadata to serve: SCALE with the "meta" prefix, e.g.
+    /// `crates/chain/tests/fixtures/finney-spec393.scale`.
+    #[arg(long)]
+    pub metadata: std::path::PathBuf,
+    /// The spec version the node reports for that metadata.
+    #[arg(long, default_value_t = 393)]
+    pub spec_version: u32,
+    #[arg(long, default_value_t = 14)]
+    pub netuid: u16,
+    /// Registered uids (0..N), each with a fixed hotkey (listed at start).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=156))]
+    pub uids: u16,
+    #[arg(long, default_value_t = 1000)]
+    pub start_block: u64,
+    /// Seconds per block; 0 keeps the chain at `--start-block`.
+    #[arg(long, default_value_t = 12)]
+    pub block_secs: u64,
+    /// A revealed (timelocked) commitment `UID=TEXT`; repeatable, revealed a block apart
+    /// just before the start block, in the order given.
+    #[arg(long = "revealed", value_parser = uid_text)]
+    pub revealed: Vec<(u16, String)>,
+    /// A plain commitment `UID=TEXT`; repeatable, like `--revealed`.
+    #[arg(long = "plain", value_parser = uid_text)]
+    pub plain: Vec<(u16, String)>,
+}
+
+fn uid_text(s: &str) -> Result<(u16, String), String> {
+    let (uid, text) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected UID=TEXT, got {s:?}"))?;
+    let uid = uid.parse().map_err(|_| format!("{uid:?} is not a uid"))?;
+    Ok((uid, text.to_owned()))
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@ pub mod commit;
 pub mod db;
 mod handoff;
 pub mod host;
+pub mod mock_chain;
 pub mod mock_miner;
 pub mod pod;
 pub mod prompts;

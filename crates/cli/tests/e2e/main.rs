@@ -299,8 +299,8 @@ async fn without_a_wallet_the_host_observes_and_submits_nothing() {
     // It still scans and queues, and computes weights (to the burn uid: no king yet).
     until("commitments queued and weights computed", ROUND, || async {
         let s = w.get("/status").await;
-        let computed =
-            s["last_weights"]["detail"] == "observe_mode" && s["last_weights"]["uids"] == "[0]";
+        let computed = s["last_weights"]["detail"] == "observe_mode"
+            && s["last_weights"]["uids"] == serde_json::json!([0]);
         let queued = s["submissions"]["rejected"] == 1
             && s["submissions"]["pending"].as_i64().unwrap_or(0)
                 + s["submissions"]["queued"].as_i64().unwrap_or(0)
