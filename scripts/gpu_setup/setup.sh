@@ -10,7 +10,9 @@
 #
 #   sudo scripts/gpu_setup/setup.sh [--check]
 # Environment:
-#   CACHEON_BASELINE_IMAGE / CACHEON_BASELINE_DIGEST  the pinned baseline (as on the host)
+#   CACHEON_BASELINE_IMAGE / CACHEON_BASELINE_DIGEST  the pinned baseline (as on the host);
+#                         unset, they are read from the repository's .env, else from
+#                         .env.example (the pin every validator should share)
 #   CACHEON_MODELS_DIR    default /workspace/models/Qwen2.5-72B-Instruct
 #   CACHEON_MODEL_REPO    default Qwen/Qwen2.5-72B-Instruct (Hugging Face)
 #   HF_TOKEN              optional, for the download
@@ -23,8 +25,20 @@ if [ "${1:-}" = "--check" ]; then CHECK=1; fi
 
 MODELS_DIR="${CACHEON_MODELS_DIR:-/workspace/models/Qwen2.5-72B-Instruct}"
 MODEL_REPO="${CACHEON_MODEL_REPO:-Qwen/Qwen2.5-72B-Instruct}"
-BASELINE_IMAGE="${CACHEON_BASELINE_IMAGE:-vllm/vllm-openai}"
-BASELINE_DIGEST="${CACHEON_BASELINE_DIGEST:-}"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# from_env_file NAME: NAME's value in .env, else in .env.example (read, never sourced).
+from_env_file() {
+  local file
+  for file in "$REPO/.env" "$REPO/.env.example"; do
+    if [ -f "$file" ] && grep -q "^$1=" "$file"; then
+      grep "^$1=" "$file" | tail -n1 | cut -d= -f2-
+      return
+    fi
+  done
+}
+BASELINE_IMAGE="${CACHEON_BASELINE_IMAGE:-$(from_env_file CACHEON_BASELINE_IMAGE)}"
+BASELINE_IMAGE="${BASELINE_IMAGE:-vllm/vllm-openai}"
+BASELINE_DIGEST="${CACHEON_BASELINE_DIGEST:-$(from_env_file CACHEON_BASELINE_DIGEST)}"
 NETWORK="${CACHEON_SANDBOX_NETWORK:-cacheon-sandbox}"
 GPU_COUNT="${CACHEON_GPU_COUNT:-4}"
 # The weights are about 145 GB; the baseline image about 10 GB; miner images up to 20 GB.
