@@ -15,9 +15,9 @@ use rand_core::{CryptoRng, RngCore};
 use subxt::ext::scale_value::{Composite, Value};
 
 use crate::client::{BlockRef, Chain};
-use crate::drand::{Quicknet, BLOCK_TIME_SECS};
+use crate::drand::{self, Quicknet, BLOCK_TIME_SECS};
 use crate::error::ChainError;
-use crate::extrinsic::DynamicCall;
+use crate::extrinsic::{DynamicCall, SignedExtrinsic};
 use crate::tlock;
 use crate::wallet::Hotkey;
 use crate::weights::Submit;
@@ -148,25 +148,15 @@ impl CommitmentCall {
     }
 }
 
-/// A signed commitment extrinsic, ready to submit or to print in a dry run.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SignedCommitment {
-    pub call: CommitmentCall,
-    /// What was committed, in clear.
-    pub commitment: String,
-    pub signer: String,
-    pub nonce: u64,
-    pub block: BlockRef,
-    #[serde(serialize_with = "crate::serde_fmt::hex")]
-    pub extrinsic: Vec<u8>,
-    #[serde(serialize_with = "crate::serde_fmt::hex")]
-    pub hash: Vec<u8>,
-}
+/// A signed commitment extrinsic.
+pub type SignedCommitment = SignedExtrinsic<CommitmentCall>;
 
 /// What [`Chain::commit`] did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CommitOutcome {
     pub uid: u16,
+    /// What was committed, in clear.
+    pub commitment: String,
     /// The block the chain should reveal it at (its submission id's block); `None` for a
     /// plain commitment, whose id takes the block it lands in.
     pub expected_reveal_block: Option<u64>,
@@ -189,21 +179,11 @@ impl Chain {
         &self,
         hotkey: &Hotkey,
         call: CommitmentCall,
-        commitment: &Commitment,
         block: BlockRef,
     ) -> Result<SignedCommitment, ChainError> {
-        let signed = self
-            .sign_payload(hotkey, &call.payload(), "set_commitment", block)
-            .await?;
-        Ok(SignedCommitment {
-            call,
-            commitment: commitment_json(commitment),
-            signer: hotkey.account_id().to_string(),
-            nonce: signed.nonce,
-            block,
-            extrinsic: signed.extrinsic,
-            hash: signed.hash,
-        })
+        let payload = call.payload();
+        self.sign_call(hotkey, call, &payload, "set_commitment", block)
+            .await
     }
 
     /// Commits `commitment` for `hotkey` on `netuid`: checks the hotkey is registered,
@@ -226,10 +206,7 @@ impl Chain {
             Reveal::Now => (CommitmentCall::plain(netuid, commitment), None),
             Reveal::AfterBlocks(blocks) => {
                 let head = self.best_number().await?;
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_err(|_| CommitError::Clock)?
-                    .as_secs_f64();
+                let now = drand::unix_now().ok_or(CommitError::Clock)?;
                 let round = reveal_round(quicknet, now, blocks);
                 let call = CommitmentCall::timelocked(
                     netuid,
@@ -241,9 +218,7 @@ impl Chain {
                 (call, Some(head.saturating_add(blocks)))
             }
         };
-        let signed = self
-            .sign_commitment(hotkey, call, commitment, block)
-            .await?;
+        let signed = self.sign_commitment(hotkey, call, block).await?;
         tracing::info!(
             netuid,
             uid,
@@ -254,10 +229,11 @@ impl Chain {
         );
         let submitted = match submit {
             Submit::DryRun => None,
-            Submit::Yes => Some(self.submit_extrinsic(block, &signed.extrinsic).await?),
+            Submit::Yes => Some(self.submit(&signed).await?),
         };
         Ok(CommitOutcome {
             uid,
+            commitment: commitment_json(commitment),
             expected_reveal_block,
             signed,
             submitted,

@@ -54,6 +54,14 @@ impl Quicknet {
     }
 }
 
+/// Wall-clock seconds since 1970 (fractional); `None` for a clock set before 1970.
+pub fn unix_now() -> Option<f64> {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs_f64())
+}
+
 /// The per-subnet epoch counter of newer runtimes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct EpochState {

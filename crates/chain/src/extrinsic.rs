@@ -18,50 +18,67 @@ pub const MORTALITY_BLOCKS: u64 = 64;
 /// A call built with subxt's dynamic API against the node's own metadata.
 pub type DynamicCall = DynamicPayload<Composite<()>>;
 
-/// What signing produced.
-#[derive(Debug, Clone)]
-pub(crate) struct Signed {
+/// A signed extrinsic with the call it carries, ready to submit or to print in a dry run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SignedExtrinsic<C> {
+    pub call: C,
+    pub signer: String,
     pub nonce: u64,
-    /// The SCALE extrinsic, length prefix included.
+    /// The block its mortality counts from.
+    pub block: BlockRef,
+    /// The SCALE extrinsic, length prefix included, exactly as it would be sent.
+    #[serde(serialize_with = "crate::serde_fmt::hex")]
     pub extrinsic: Vec<u8>,
+    #[serde(serialize_with = "crate::serde_fmt::hex")]
     pub hash: Vec<u8>,
 }
 
 impl Chain {
-    /// Signs `payload` with `hotkey`, mortal from `block`, with the account's nonce from the
-    /// node. `what` names the call in errors.
-    pub(crate) async fn sign_payload(
+    /// Signs `payload` (the dynamic form of `call`) with `hotkey`, mortal from `block`, with
+    /// the account's nonce from the node. `what` names the call in errors.
+    pub(crate) async fn sign_call<C>(
         &self,
         hotkey: &Hotkey,
+        call: C,
         payload: &DynamicCall,
         what: &'static str,
         block: BlockRef,
-    ) -> Result<Signed, ChainError> {
+    ) -> Result<SignedExtrinsic<C>, ChainError> {
         let account = &hotkey.account_id();
-        self.run("sign extrinsic", |client| async move {
-            let at = client::at(&client, block).await?;
-            let tx = at.tx();
-            let nonce = tx
-                .account_nonce(account)
-                .await
-                .map_err(|e| ChainError::Rpc(format!("account nonce: {e}")))?;
-            let params = SubstrateExtrinsicParamsBuilder::<SubstrateConfig>::new()
-                .nonce(nonce)
-                .mortal_from_unchecked(MORTALITY_BLOCKS, block.number, H256(block.hash))
-                .build();
-            let mut signable = tx.create_signable_offline(payload, params).map_err(|e| {
-                ChainError::Missing(format!("{what} as this runtime defines it: {e}"))
-            })?;
-            let signed = signable
-                .sign(hotkey)
-                .map_err(|e| ChainError::Missing(format!("signing {what}: {e}")))?;
-            Ok(Signed {
-                nonce,
-                extrinsic: signed.encoded().to_vec(),
-                hash: signed.hash().0.to_vec(),
+        let (nonce, extrinsic, hash) = self
+            .run("sign extrinsic", |client| async move {
+                let at = client::at(&client, block).await?;
+                let tx = at.tx();
+                let nonce = tx
+                    .account_nonce(account)
+                    .await
+                    .map_err(|e| ChainError::Rpc(format!("account nonce: {e}")))?;
+                let params = SubstrateExtrinsicParamsBuilder::<SubstrateConfig>::new()
+                    .nonce(nonce)
+                    .mortal_from_unchecked(MORTALITY_BLOCKS, block.number, H256(block.hash))
+                    .build();
+                let mut signable = tx.create_signable_offline(payload, params).map_err(|e| {
+                    ChainError::Missing(format!("{what} as this runtime defines it: {e}"))
+                })?;
+                let signed = signable
+                    .sign(hotkey)
+                    .map_err(|e| ChainError::Missing(format!("signing {what}: {e}")))?;
+                Ok((nonce, signed.encoded().to_vec(), signed.hash().0.to_vec()))
             })
+            .await?;
+        Ok(SignedExtrinsic {
+            call,
+            signer: account.to_string(),
+            nonce,
+            block,
+            extrinsic,
+            hash,
         })
-        .await
+    }
+
+    /// Submits `signed`; see [`Chain::submit_extrinsic`].
+    pub async fn submit<C>(&self, signed: &SignedExtrinsic<C>) -> Result<[u8; 32], ChainError> {
+        self.submit_extrinsic(signed.block, &signed.extrinsic).await
     }
 
     /// Submits a signed extrinsic and waits (at most one RPC timeout) until the node accepts

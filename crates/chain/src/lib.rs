@@ -25,6 +25,7 @@ pub use commit::{CommitOutcome, CommitmentCall, Reveal, SignedCommitment};
 pub use commitments::{latest_per_hotkey, CommitmentSource, ObservedCommitment};
 pub use drand::Quicknet;
 pub use error::ChainError;
+pub use extrinsic::SignedExtrinsic;
 pub use metagraph::{Metagraph, Neuron};
 pub use params::{RateLimited, WeightSettings};
 pub use subxt::utils::AccountId32;

@@ -11,7 +11,7 @@ use subxt::utils::AccountId32;
 use crate::client::{BlockRef, Chain};
 use crate::drand::{self, Quicknet};
 use crate::error::ChainError;
-use crate::extrinsic::DynamicCall;
+use crate::extrinsic::{DynamicCall, SignedExtrinsic};
 use crate::params::WeightSettings;
 use crate::tlock;
 use crate::wallet::Hotkey;
@@ -136,20 +136,8 @@ pub fn weights_call(
     })
 }
 
-/// A signed weights extrinsic, ready to submit or to log in a dry run.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SignedWeights {
-    pub call: WeightsCall,
-    pub signer: String,
-    pub nonce: u64,
-    /// The block its mortality counts from.
-    pub block: BlockRef,
-    /// The SCALE extrinsic, length prefix included, exactly as it would be sent.
-    #[serde(serialize_with = "crate::serde_fmt::hex")]
-    pub extrinsic: Vec<u8>,
-    #[serde(serialize_with = "crate::serde_fmt::hex")]
-    pub hash: Vec<u8>,
-}
+/// A signed weights extrinsic.
+pub type SignedWeights = SignedExtrinsic<WeightsCall>;
 
 impl Chain {
     /// Signs `call` with `hotkey` at `block` (the account's nonce comes from the node).
@@ -159,22 +147,8 @@ impl Chain {
         call: WeightsCall,
         block: BlockRef,
     ) -> Result<SignedWeights, ChainError> {
-        let signed = self
-            .sign_payload(hotkey, &call.payload(), call.name(), block)
-            .await?;
-        Ok(SignedWeights {
-            call,
-            signer: hotkey.account_id().to_string(),
-            nonce: signed.nonce,
-            block,
-            extrinsic: signed.extrinsic,
-            hash: signed.hash,
-        })
-    }
-
-    /// Submits signed weights; see [`Chain::submit_extrinsic`].
-    pub async fn submit(&self, signed: &SignedWeights) -> Result<[u8; 32], ChainError> {
-        self.submit_extrinsic(signed.block, &signed.extrinsic).await
+        let (payload, what) = (call.payload(), call.name());
+        self.sign_call(hotkey, call, &payload, what, block).await
     }
 }
 
@@ -215,10 +189,7 @@ impl Chain {
         let settings = self.weight_settings(netuid, block).await?;
         settings.check_rate_limit(uid, block.number)?;
         // A clock before 1970 reads as 0, which reveal_round refuses.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or_default();
+        let now = drand::unix_now().unwrap_or_default();
         let head = self.best_number().await?;
         let call = weights_call(&settings, &account, weights, head, now, quicknet)?;
         let signed = self.sign_weights(hotkey, call, block).await?;

@@ -4,29 +4,17 @@
 
 mod common;
 
-use std::path::Path;
-
 use cacheon_chain::commit::{self, CommitError, MAX_RAW_BYTES};
 use cacheon_chain::mock::MockNode;
-use cacheon_chain::{tlock, ChainError, CommitmentCall, Hotkey, Quicknet, Reveal, Submit};
+use cacheon_chain::{tlock, ChainError, CommitmentCall, Quicknet, Reveal, Submit};
 use cacheon_core::decode_commitment;
 use common::extrinsic::decode;
-use common::{account, chain, node, NETUID};
+use common::{account, chain, hotkey, node, NETUID};
 use parity_scale_codec::{Compact, Decode, Encode};
 
-const SEED: &str = "0x4ed8d4b17698ddeaa1f1559f152f87b5d472f725ca86d341bd0276f1b61197e2";
 const DIGEST: &str = "sha256:4444444444444444444444444444444444444444444444444444444444444444";
 const OUR_UID: u16 = 2;
 const NONCE: u32 = 3;
-
-fn hotkey() -> Hotkey {
-    Hotkey::from_keyfile(
-        Path::new("hotkey"),
-        format!(r#"{{"secretSeed":"{SEED}"}}"#).as_bytes(),
-        None,
-    )
-    .expect("hotkey")
-}
 
 /// A subnet where our hotkey holds uid 2.
 fn subnet() -> MockNode {
@@ -65,7 +53,7 @@ async fn a_timelocked_commitment_opens_at_its_round_to_what_validators_accept() 
             .expect("encrypt");
     let block = chain.finalized().await.expect("block");
     let signed = chain
-        .sign_commitment(&hotkey(), call, &commitment, block)
+        .sign_commitment(&hotkey(), call, block)
         .await
         .expect("sign");
     chain
@@ -203,7 +191,7 @@ async fn a_timelocked_commit_reveals_blocks_ahead_and_a_dry_run_sends_nothing() 
     };
     assert!((before..=after).contains(&reveal_round), "{reveal_round}");
     assert_eq!(
-        outcome.signed.commitment,
+        outcome.commitment,
         format!(r#"{{"digest":"{DIGEST}","image":"alice/fast:1"}}"#)
     );
 }

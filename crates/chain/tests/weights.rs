@@ -4,30 +4,18 @@
 
 mod common;
 
-use std::path::Path;
-
 use cacheon_chain::drand::{self, Quicknet};
 use cacheon_chain::mock::MockNode;
-use cacheon_chain::{tlock, weights_call, ChainError, CommitPayload, Hotkey, Submit, WeightsCall};
+use cacheon_chain::{tlock, weights_call, ChainError, CommitPayload, Submit, WeightsCall};
 use cacheon_core::{king_weights, WeightVector};
 use common::extrinsic::decode;
-use common::{account, chain, node, NETUID};
+use common::{account, chain, hotkey, node, NETUID};
 use parity_scale_codec::{Decode, Encode};
 use subxt::utils::Era;
 
-const SEED: &str = "0x4ed8d4b17698ddeaa1f1559f152f87b5d472f725ca86d341bd0276f1b61197e2";
 const VERSION_KEY: u64 = 1013;
 const NONCE: u32 = 7;
 const OUR_UID: u16 = 3;
-
-fn hotkey() -> Hotkey {
-    Hotkey::from_keyfile(
-        Path::new("hotkey"),
-        format!(r#"{{"secretSeed":"{SEED}"}}"#).as_bytes(),
-        None,
-    )
-    .expect("hotkey")
-}
 
 /// A subnet where our hotkey holds uid 3, with weights settings written to storage.
 fn subnet(commit_reveal: bool) -> MockNode {

@@ -6,7 +6,7 @@ pub mod extrinsic;
 use std::time::Duration;
 
 use cacheon_chain::mock::MockNode;
-use cacheon_chain::{AccountId32, Chain, RetryPolicy};
+use cacheon_chain::{AccountId32, Chain, Hotkey, RetryPolicy};
 use sha2::Digest;
 
 pub const NETUID: u16 = 14;
@@ -40,6 +40,18 @@ pub fn policy() -> RetryPolicy {
         max_backoff: Duration::from_millis(5),
         rpc_timeout: Duration::from_secs(10),
     }
+}
+
+/// The test validator's (or miner's) btcli seed, and its hotkey.
+pub const SEED: &str = "0x4ed8d4b17698ddeaa1f1559f152f87b5d472f725ca86d341bd0276f1b61197e2";
+
+pub fn hotkey() -> Hotkey {
+    Hotkey::from_keyfile(
+        std::path::Path::new("hotkey"),
+        format!(r#"{{"secretSeed":"{SEED}"}}"#).as_bytes(),
+        None,
+    )
+    .expect("hotkey")
 }
 
 pub fn chain(node: &MockNode) -> Chain {
