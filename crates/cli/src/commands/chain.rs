@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use cacheon_chain::{drand::Quicknet, latest_per_hotkey, Chain, Hotkey, RetryPolicy, Submit};
 
-use crate::args::{ChainArgs, ChainCommand, NodeArgs};
+use crate::args::{ChainArgs, ChainCommand, NodeArgs, WalletArgs};
 
 pub fn connect(node: &NodeArgs) -> Chain {
     Chain::ws(
@@ -17,6 +17,13 @@ pub fn connect(node: &NodeArgs) -> Chain {
             ..RetryPolicy::default()
         },
     )
+}
+
+/// Loads the hotkey of wallet `name` (btcli's layout under `--wallet-path`).
+pub fn load_hotkey(w: &WalletArgs, name: &str) -> anyhow::Result<Hotkey> {
+    let path = cacheon_chain::hotkey_path(&w.wallet_path, name, &w.wallet_hotkey);
+    Hotkey::load(&path, w.password.as_deref())
+        .with_context(|| format!("loading the hotkey {}", path.display()))
 }
 
 pub async fn run(args: &ChainArgs) -> anyhow::Result<()> {
@@ -79,12 +86,8 @@ pub async fn run(args: &ChainArgs) -> anyhow::Result<()> {
             }
         }
         ChainCommand::SetWeights(a) => {
-            let path = cacheon_chain::hotkey_path(
-                &a.wallet.wallet_path,
-                a.wallet.wallet_name.as_deref().unwrap_or("default"),
-                &a.wallet.wallet_hotkey,
-            );
-            let hotkey = Hotkey::load(&path, a.wallet.password.as_deref())?;
+            let name = a.wallet.wallet_name.as_deref().unwrap_or("default");
+            let hotkey = load_hotkey(&a.wallet, name)?;
             let weights = cacheon_core::king_weights(a.uid, a.burn_uid);
             let quicknet = Quicknet::mainnet()?;
             let submit = if a.dry_run {

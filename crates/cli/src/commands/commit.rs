@@ -4,21 +4,17 @@
 
 use anyhow::Context;
 use cacheon_chain::commit::{self, Reveal};
-use cacheon_chain::{drand::Quicknet, Hotkey, Submit};
+use cacheon_chain::{drand::Quicknet, Submit};
 
 use crate::args::CommitArgs;
-use crate::commands::chain::connect;
+use crate::commands::chain::{connect, load_hotkey};
 
 pub async fn run(args: &CommitArgs) -> anyhow::Result<()> {
     let commitment = commit::validate(&args.image, &args.digest)
         .map_err(commit::CommitError::from)
         .context("nothing was signed")?;
-    let path = cacheon_chain::hotkey_path(
-        &args.wallet.wallet_path,
-        args.wallet.wallet_name.as_deref().unwrap_or("default"),
-        &args.wallet.wallet_hotkey,
-    );
-    let hotkey = Hotkey::load(&path, args.wallet.password.as_deref())?;
+    let name = args.wallet.wallet_name.as_deref().unwrap_or("default");
+    let hotkey = load_hotkey(&args.wallet, name)?;
     let reveal = if args.plain {
         Reveal::Now
     } else {

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use cacheon_chain::{hotkey_path, Hotkey};
 use cacheon_core::reference::{Digest, ImageRef};
 use cacheon_core::{KingRule, SubmissionId};
 use cacheon_handoff::documents::BaselineImage;
@@ -91,9 +90,7 @@ fn signer(a: &HostRunArgs) -> anyhow::Result<Signer> {
     let Some(wallet) = &w.wallet_name else {
         return Ok(Signer::Observe);
     };
-    let path = hotkey_path(&w.wallet_path, wallet, &w.wallet_hotkey);
-    let hotkey = Hotkey::load(&path, w.password.as_deref())
-        .with_context(|| format!("loading the hotkey {}", path.display()))?;
+    let hotkey = super::chain::load_hotkey(w, wallet)?;
     Ok(if a.dry_run {
         Signer::DryRun(hotkey)
     } else {
