@@ -116,6 +116,7 @@ cat >"$state/workload.json" <<'EOF'
 EOF
 echo '{"max_position_embeddings": 4096}' >"$state/models/config.json"
 echo toy >"$state/models/model-00001-of-00001.safetensors"
+"$bin" mock-miner --write-tokenizer "$state/models/tokenizer.json" >/dev/null
 
 say "the host (observe mode: no wallet), status API on $status"
 "$bin" host run --tick-secs 2 --database "$state/cacheon.db" \

@@ -57,6 +57,14 @@ fn bench(baseline: &Mock, miner: &Mock, dir: &std::path::Path) -> (String, serde
     let workload = dir.join("workload.json");
     std::fs::write(&workload, WORKLOAD).unwrap();
     let (json, plot) = (dir.join("report.json"), dir.join("plot.svg"));
+    // The mock's vocabulary, as a miner would write it for its own bench runs.
+    let tokenizer = dir.join("tokenizer.json");
+    let wrote = Command::new(env!("CARGO_BIN_EXE_cacheon"))
+        .args(["mock-miner", "--write-tokenizer"])
+        .arg(&tokenizer)
+        .output()
+        .unwrap();
+    assert!(wrote.status.success());
     let out = Command::new(env!("CARGO_BIN_EXE_cacheon"))
         .args([
             "bench",
@@ -66,6 +74,8 @@ fn bench(baseline: &Mock, miner: &Mock, dir: &std::path::Path) -> (String, serde
             "--miner",
             &miner.url,
         ])
+        .arg("--tokenizer")
+        .arg(&tokenizer)
         .arg("--workload")
         .arg(&workload)
         .arg("--json-out")
@@ -178,6 +188,8 @@ fn bad_flags_and_files_are_clear_errors() {
             "http://127.0.0.1:9",
             "--miner",
             "http://127.0.0.1:9",
+            "--tokenizer",
+            "/nonexistent/tokenizer.json",
         ])
         .arg("--workload")
         .arg(&workload)
@@ -193,6 +205,8 @@ fn bad_flags_and_files_are_clear_errors() {
             "ftp://x",
             "--miner",
             "http://127.0.0.1:9",
+            "--tokenizer",
+            "/nonexistent/tokenizer.json",
         ])
         .output()
         .unwrap();

@@ -33,6 +33,16 @@ pub struct GateThresholds {
     pub min_logprob_coverage: f64,
 }
 
+impl GateThresholds {
+    /// How many of `n` positions must agree. The allowance for disagreements,
+    /// `(1 - min_agreement) × n`, is rounded up, so a short answer may disagree as often per
+    /// token as a long one: at 97% a 20-token answer may disagree once, not never.
+    pub fn agreeing_needed(&self, n: usize) -> usize {
+        let allowed = ((1.0 - self.min_agreement).max(0.0) * n as f64 - 1e-9).ceil();
+        n.saturating_sub(allowed.max(0.0) as usize)
+    }
+}
+
 impl Default for GateThresholds {
     fn default() -> Self {
         Self {
@@ -57,13 +67,10 @@ pub struct ForcedPosition {
     pub logprob: f64,
     /// The baseline's top candidates here, in any order (extra entries are ignored).
     pub top: Vec<(TokenId, f64)>,
-}
-
-/// One logprob entry as the contestant streamed it (OpenAI `logprobs.content[]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StreamedLogprob {
-    pub text: String,
-    pub logprob: f64,
+    /// The logprob the contestant streamed for this very token, when one of its entries is
+    /// this token (`cacheon_core::tokens` pairs them).
+    #[serde(default)]
+    pub streamed: Option<f64>,
 }
 
 /// What was wrong with a stream, as the harness found it.
@@ -89,10 +96,11 @@ pub enum StreamFault {
 pub struct RequestEvidence {
     pub prompt_index: usize,
     pub stream_fault: Option<StreamFault>,
-    /// One entry per output token of the contestant (baseline tokenisation).
+    /// One entry per output token of the contestant: the tokens it generated, as far as its
+    /// stream tells them (see `cacheon_core::tokens`).
     pub forced: Vec<ForcedPosition>,
-    /// `None` when the contestant streamed no logprobs although asked to.
-    pub streamed_logprobs: Option<Vec<StreamedLogprob>>,
+    /// False when the contestant streamed text without any logprobs although asked to.
+    pub logprobs_streamed: bool,
     /// The baseline's own greedy output for this prompt.
     pub reference: Vec<TokenId>,
     /// The contestant finished with `finish_reason: "stop"`.
@@ -128,7 +136,7 @@ pub enum GateFailure {
     OffReference { position: usize, token: TokenId },
     /// Check 3: the streamed logprobs are absent.
     LogprobsMissing,
-    /// Check 3: too few streamed logprob entries line up with the output tokens.
+    /// Check 3: too few output tokens have a streamed logprob entry of their own.
     LogprobsMisaligned { matched: usize, tokens: usize },
     /// Check 3: streamed logprobs differ from the baseline's.
     DishonestLogprobs { mean_abs_diff: f64 },
@@ -260,7 +268,7 @@ pub fn check_request(t: &GateThresholds, e: &RequestEvidence) -> RequestVerdict 
     } else {
         agreeing as f64 / e.forced.len() as f64
     };
-    if agreement < t.min_agreement {
+    if agreeing < t.agreeing_needed(e.forced.len()) {
         let first_disagreement = e
             .forced
             .iter()
@@ -288,30 +296,33 @@ pub fn check_request(t: &GateThresholds, e: &RequestEvidence) -> RequestVerdict 
         }
     }
 
-    // 3. Honest logprobs.
-    match &e.streamed_logprobs {
-        None if !e.forced.is_empty() => failures.push(GateFailure::LogprobsMissing),
-        None => {}
-        Some(streamed) => {
-            let pairs = align_by_offset(streamed, &e.forced);
-            let coverage = if e.forced.is_empty() {
-                1.0
-            } else {
-                pairs.len() as f64 / e.forced.len() as f64
-            };
-            if coverage < t.min_logprob_coverage {
-                failures.push(GateFailure::LogprobsMisaligned {
-                    matched: pairs.len(),
-                    tokens: e.forced.len(),
-                });
-            } else if !pairs.is_empty() {
-                let total: f64 = pairs.iter().map(|(s, f)| (s - f).abs()).sum();
-                let mean_abs_diff = total / pairs.len() as f64;
-                // NaN never passes: it is not "within" the tolerance.
-                let within = mean_abs_diff.is_finite() && mean_abs_diff <= t.logprob_tolerance;
-                if !within {
-                    failures.push(GateFailure::DishonestLogprobs { mean_abs_diff });
-                }
+    // 3. Honest logprobs: every token the stream names exactly is compared with the
+    // baseline's logprob of that token.
+    if !e.logprobs_streamed && !e.forced.is_empty() {
+        failures.push(GateFailure::LogprobsMissing);
+    } else {
+        let pairs: Vec<(f64, f64)> = e
+            .forced
+            .iter()
+            .filter_map(|f| f.streamed.map(|s| (s, f.logprob)))
+            .collect();
+        let coverage = if e.forced.is_empty() {
+            1.0
+        } else {
+            pairs.len() as f64 / e.forced.len() as f64
+        };
+        if coverage < t.min_logprob_coverage {
+            failures.push(GateFailure::LogprobsMisaligned {
+                matched: pairs.len(),
+                tokens: e.forced.len(),
+            });
+        } else if !pairs.is_empty() {
+            let total: f64 = pairs.iter().map(|(s, f)| (s - f).abs()).sum();
+            let mean_abs_diff = total / pairs.len() as f64;
+            // NaN never passes: it is not "within" the tolerance.
+            let within = mean_abs_diff.is_finite() && mean_abs_diff <= t.logprob_tolerance;
+            if !within {
+                failures.push(GateFailure::DishonestLogprobs { mean_abs_diff });
             }
         }
     }
@@ -334,30 +345,6 @@ pub fn check_request(t: &GateThresholds, e: &RequestEvidence) -> RequestVerdict 
         agreement,
         failures,
     }
-}
-
-/// Pairs (streamed logprob, teacher-forced logprob) of the tokens that start at the same
-/// byte offset of the output with the same text. A server may split its text into tokens
-/// slightly differently from the baseline's re-tokenisation (a multi-byte character split
-/// across tokens, say); such tokens simply do not pair, and the coverage threshold bounds
-/// how many may be skipped.
-fn align_by_offset(streamed: &[StreamedLogprob], forced: &[ForcedPosition]) -> Vec<(f64, f64)> {
-    let mut pairs = Vec::with_capacity(forced.len());
-    let (mut i, mut s_off) = (0usize, 0usize);
-    let mut f_off = 0usize;
-    for f in forced {
-        while i < streamed.len() && s_off < f_off {
-            s_off += streamed[i].text.len();
-            i += 1;
-        }
-        if let Some(s) = streamed.get(i) {
-            if s_off == f_off && s.text == f.text {
-                pairs.push((s.logprob, f.logprob));
-            }
-        }
-        f_off += f.text.len();
-    }
-    pairs
 }
 
 /// Checks every scored request of a contestant and applies `min_pass_fraction`.

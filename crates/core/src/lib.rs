@@ -43,6 +43,7 @@ pub mod prompts;
 pub mod reference;
 pub mod score;
 pub mod submission;
+pub mod tokens;
 pub mod weights;
 
 pub use commitment::{decode_commitment, Commitment, CommitmentError};

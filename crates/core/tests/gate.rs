@@ -5,7 +5,7 @@
 
 use cacheon_core::gate::{
     check_request, judge, ForcedPosition, GateFailure, GateThresholds, RequestEvidence,
-    StreamFault, StreamedLogprob,
+    StreamFault,
 };
 
 const N: usize = 200;
@@ -24,30 +24,20 @@ fn honest() -> RequestEvidence {
                 (2, -4.0),
                 (3, -5.0),
             ],
+            // What a server streams when it reports its logprobs truthfully.
+            streamed: Some(-0.05),
         })
         .collect();
-    let streamed = honest_stream(&forced);
     RequestEvidence {
         prompt_index: 0,
         stream_fault: None,
         reference: forced.iter().map(|f| f.token).collect(),
         forced,
-        streamed_logprobs: Some(streamed),
+        logprobs_streamed: true,
         stopped: false,
         stop_gap: None,
         overlong: None,
     }
-}
-
-/// What a server streams when it reports its logprobs truthfully.
-fn honest_stream(forced: &[ForcedPosition]) -> Vec<StreamedLogprob> {
-    forced
-        .iter()
-        .map(|f| StreamedLogprob {
-            text: f.text.clone(),
-            logprob: f.logprob,
-        })
-        .collect()
 }
 
 /// The contestant takes the runner-up (a near tie, 0.35 nats behind) at `positions`.
@@ -57,12 +47,7 @@ fn flip(e: &mut RequestEvidence, positions: impl IntoIterator<Item = usize>) {
         e.forced[i].token = tok;
         e.forced[i].text = format!("t{tok}");
         e.forced[i].logprob = lp;
-        if let Some(s) = e.streamed_logprobs.as_mut() {
-            s[i] = StreamedLogprob {
-                text: format!("t{tok}"),
-                logprob: lp,
-            };
-        }
+        e.forced[i].streamed = Some(lp);
     }
 }
 
@@ -94,12 +79,12 @@ fn near_tie_flips_at_a_realistic_rate_pass() {
 #[test]
 fn small_logprob_jitter_passes_and_large_fails() {
     let mut e = honest();
-    for (i, s) in e.streamed_logprobs.as_mut().unwrap().iter_mut().enumerate() {
-        s.logprob += if i % 2 == 0 { 0.08 } else { -0.08 };
+    for (i, f) in e.forced.iter_mut().enumerate() {
+        f.streamed = Some(f.logprob + if i % 2 == 0 { 0.08 } else { -0.08 });
     }
     assert!(checks(&e).is_empty());
-    for s in e.streamed_logprobs.as_mut().unwrap() {
-        s.logprob -= 0.3;
+    for f in &mut e.forced {
+        f.streamed = f.streamed.map(|s| s - 0.3);
     }
     assert_eq!(checks(&e), ["dishonest_logprobs"]);
 }
@@ -113,58 +98,61 @@ fn fake_or_missing_logprobs_fail() {
         f.logprob = -1.0;
         f.top[0].1 = -1.0;
         f.top[1].1 = -2.0; // still the baseline's top-1
-    }
-    for s in fake.streamed_logprobs.as_mut().unwrap() {
-        s.logprob = 0.0;
+        f.streamed = Some(0.0);
     }
     assert_eq!(checks(&fake), ["dishonest_logprobs"]);
 
     let mut nan = honest();
-    nan.streamed_logprobs.as_mut().unwrap()[3].logprob = f64::NAN;
+    nan.forced[3].streamed = Some(f64::NAN);
     assert_eq!(checks(&nan), ["dishonest_logprobs"]);
 
     let mut missing = honest();
-    missing.streamed_logprobs = None;
+    missing.logprobs_streamed = false;
+    for f in &mut missing.forced {
+        f.streamed = None;
+    }
     assert_eq!(checks(&missing), ["logprobs_missing"]);
 
     // One token in ten missing from the stream: too little to judge the logprobs by.
     let mut sparse = honest();
-    let kept: Vec<StreamedLogprob> = sparse.streamed_logprobs.take().unwrap();
-    let kept = kept
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| i % 10 != 3)
-        .map(|(_, s)| s)
-        .collect();
-    sparse.streamed_logprobs = Some(kept);
+    for (i, f) in sparse.forced.iter_mut().enumerate() {
+        if i % 10 == 3 {
+            f.streamed = None;
+        }
+    }
     assert_eq!(checks(&sparse), ["logprobs_misaligned"]);
 }
 
 #[test]
-fn a_token_split_differently_by_the_server_is_skipped_not_failed() {
-    // The server streamed one baseline token as two pieces (as happens when a multi-byte
-    // character is split); every other token still lines up by byte offset.
+fn a_few_tokens_without_a_streamed_entry_of_their_own_are_skipped_not_failed() {
+    // Two tokens of a split character resolved canonically (no entry of their own).
     let mut e = honest();
-    let mut streamed = e.streamed_logprobs.take().unwrap();
-    let whole = streamed.remove(7);
-    let cut = whole.text.len() / 2;
-    let (a, b) = whole.text.split_at(cut);
-    streamed.insert(
-        7,
-        StreamedLogprob {
-            text: b.to_string(),
-            logprob: -0.1,
-        },
-    );
-    streamed.insert(
-        7,
-        StreamedLogprob {
-            text: a.to_string(),
-            logprob: -0.1,
-        },
-    );
-    e.streamed_logprobs = Some(streamed);
+    e.forced[7].streamed = None;
+    e.forced[8].streamed = None;
     assert!(check_request(&GateThresholds::default(), &e).passed());
+}
+
+#[test]
+fn short_answers_may_disagree_as_often_per_token_as_long_ones() {
+    let t = GateThresholds::default();
+    assert_eq!(t.agreeing_needed(0), 0);
+    assert_eq!(t.agreeing_needed(10), 9, "one disagreement in ten tokens at 97%");
+    assert_eq!(t.agreeing_needed(33), 32);
+    assert_eq!(t.agreeing_needed(34), 32, "0.03 × 34 = 1.02 rounds up to 2");
+    assert_eq!(t.agreeing_needed(100), 97);
+    assert_eq!(t.agreeing_needed(200), 194);
+    // A 20-token answer with one flip passes; with two it fails.
+    let mut e = honest();
+    e.forced.truncate(20);
+    e.reference.truncate(20);
+    for f in &mut e.forced[3..5] {
+        f.token = 1; // in the top-5, 2.95 nats behind: no near-tie
+        f.logprob = -3.0;
+        f.streamed = Some(-3.0);
+    }
+    assert_eq!(checks(&e), ["low_agreement"]);
+    e.forced[4] = honest().forced[4].clone();
+    assert!(checks(&e).is_empty(), "{:?}", check_request(&t, &e));
 }
 
 #[test]
@@ -174,8 +162,8 @@ fn wrong_tokens_after_n_fail_agreement_and_reference() {
         f.token = 50_000 + i as u32; // not in the top-5
         f.text = format!("w{i}");
         f.logprob = -9.0;
+        f.streamed = Some(-9.0);
     }
-    e.streamed_logprobs = Some(honest_stream(&e.forced));
     assert_eq!(checks(&e), ["low_agreement", "off_reference"]);
     match &check_request(&GateThresholds::default(), &e).failures[1] {
         GateFailure::OffReference { position, .. } => assert_eq!(*position, 150),
@@ -187,7 +175,6 @@ fn wrong_tokens_after_n_fail_agreement_and_reference() {
 fn truncation_fails_but_a_legitimate_early_stop_passes() {
     let mut e = honest();
     e.forced.truncate(N / 2);
-    e.streamed_logprobs.as_mut().unwrap().truncate(N / 2);
     assert_eq!(checks(&e), ["too_short"]);
     e.stopped = true; // stopped, but the baseline would have gone on
     assert_eq!(checks(&e), ["too_short"]);
@@ -200,7 +187,6 @@ fn truncation_fails_but_a_legitimate_early_stop_passes() {
     // 90 % is enough without a stop.
     let mut e = honest();
     e.forced.truncate(N * 9 / 10);
-    e.streamed_logprobs.as_mut().unwrap().truncate(N * 9 / 10);
     assert!(checks(&e).is_empty());
 }
 
@@ -225,8 +211,8 @@ fn vllm_style_top_lists_are_ranked_not_trusted() {
         f.text = format!("w{i}");
         f.logprob = -9.0;
         f.top.insert(0, (wrong, -9.0));
+        f.streamed = Some(-9.0);
     }
-    e.streamed_logprobs = Some(honest_stream(&e.forced));
     assert_eq!(checks(&e), ["low_agreement", "off_reference"]);
 }
 

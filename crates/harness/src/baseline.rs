@@ -1,14 +1,18 @@
-//! What the pinned baseline tells the gate (SPEC §10): its tokenisation of any output, and
-//! teacher forcing — the baseline's logprobs and top-k at every position of a contestant's
-//! output, from one `prompt_logprobs` request over the prompt continued by that output.
+//! What the pinned baseline tells the gate (SPEC §10): canonical token counts, the tokens a
+//! server generated (its stream read against the baseline's vocabulary, `cacheon_core::
+//! tokens`), and teacher forcing: the baseline's logprobs and top-k at every position of a
+//! contestant's output, from one `prompt_logprobs` request over the generation prompt
+//! followed by exactly those token ids.
 //!
 //! Every failure here is the baseline's (or ours), never a contestant's: it surfaces as a
 //! `BaselineError`, which voids the round rather than disqualifying anyone.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use cacheon_core::gate::{ForcedPosition, Overlong, RequestEvidence, TokenId};
 use cacheon_core::prompts::{ChatMessage, Prompt};
+use cacheon_core::tokens::{self, Resolved, Segment, StreamedToken};
 use futures_util::{stream, StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -17,10 +21,14 @@ use crate::client::Target;
 use crate::config::HarnessConfig;
 use crate::metrics::Accounting;
 use crate::stream::StreamRecord;
+use crate::vocab::{Vocab, VocabError};
 use crate::wire::{ForcedCompletion, Tokenized};
 
 /// Teacher-forcing and tokenisation requests in flight at once.
 const PARALLEL: usize = 8;
+/// Bytes of text per allowed output token beyond which an output is too long without
+/// asking the baseline (real vocabularies' longest tokens are a few dozen bytes).
+const MAX_TOKEN_BYTES: usize = 64;
 /// Largest baseline answer read (`prompt_logprobs` of a 32k-token context is a few MiB).
 const MAX_ANSWER: usize = 64 << 20;
 
@@ -50,26 +58,31 @@ pub struct Baseline {
     top_k: u8,
     timeout: std::time::Duration,
     output_limit: usize,
-    stop_tokens: Vec<String>,
-}
-
-/// The tokens a server's text adds after the generation prompt.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Continuation {
-    pub prompt_len: usize,
-    pub tokens: Vec<TokenId>,
+    vocab: Arc<Vocab>,
+    stop_ids: Vec<TokenId>,
 }
 
 impl Baseline {
-    pub fn new(target: Target, cfg: &HarnessConfig) -> Self {
-        Self {
+    /// `vocab` is the baseline model's tokenizer (the model directory's `tokenizer.json`).
+    pub fn new(
+        target: Target,
+        cfg: &HarnessConfig,
+        vocab: Arc<Vocab>,
+    ) -> Result<Self, VocabError> {
+        let stop_ids = vocab.stop_ids(&cfg.stop_tokens)?;
+        Ok(Self {
             target,
             model: cfg.model.clone(),
             top_k: cfg.top_logprobs,
             timeout: cfg.baseline_timeout,
             output_limit: cfg.output_limit(),
-            stop_tokens: cfg.stop_tokens.clone(),
-        }
+            vocab,
+            stop_ids,
+        })
+    }
+
+    pub fn vocab(&self) -> &Vocab {
+        &self.vocab
     }
 
     async fn post<T: DeserializeOwned>(
@@ -131,70 +144,93 @@ impl Baseline {
         Ok(self.post::<Tokenized>("/tokenize", body).await?.tokens)
     }
 
-    /// The tokens `text` adds as the assistant's answer to `prompt`.
-    pub async fn continuation(
-        &self,
-        prompt: &Prompt,
-        prefix: &[TokenId],
-        text: &str,
-    ) -> Result<Continuation, BaselineError> {
-        let full = self
-            .tokenize_chat(&with_answer(prompt, text), false, true)
-            .await?;
-        // Normally the generation prompt is an exact prefix. A tokenizer may merge across
-        // the boundary (an answer starting with newlines, say); the merged token then
-        // counts as output, which costs at most one position of agreement.
-        let prompt_len = full.iter().zip(prefix).take_while(|(a, b)| a == b).count();
-        Ok(Continuation {
-            prompt_len,
-            tokens: full[prompt_len..].to_vec(),
-        })
-    }
-
-    /// Teacher forcing: the baseline's view of every output position, and how far
-    /// end-of-sequence trails its top-1 right after the output (see `RequestEvidence`).
-    pub async fn teacher_force(
-        &self,
-        prompt: &Prompt,
-        text: &str,
-        continuation: &Continuation,
-    ) -> Result<(Vec<ForcedPosition>, Option<f64>), BaselineError> {
-        let path = "/v1/chat/completions";
+    /// The canonical tokens of plain text (no template, no special tokens added).
+    pub async fn tokenize_text(&self, text: &str) -> Result<Vec<TokenId>, BaselineError> {
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
         let body = json!({
             "model": self.model,
-            "messages": with_answer(prompt, text),
-            "add_generation_prompt": false,
-            "continue_final_message": true,
+            "prompt": text,
+            "add_special_tokens": false,
+        });
+        Ok(self.post::<Tokenized>("/tokenize", body).await?.tokens)
+    }
+
+    /// The tokens a server generated for `text`, read from its streamed `entries` where
+    /// they spell the text exactly, and tokenised canonically where they do not.
+    pub async fn resolve(
+        &self,
+        text: &str,
+        entries: &[StreamedToken],
+    ) -> Result<Resolved, BaselineError> {
+        let segments = tokens::segment(text, entries, self.vocab.as_ref());
+        let mut gaps = Vec::new();
+        for seg in &segments {
+            if let Segment::Gap { text: range, .. } = seg {
+                let piece = text.get(range.clone()).unwrap_or_default();
+                let ids = self.tokenize_text(piece).await?;
+                gaps.push(
+                    ids.into_iter()
+                        .map(|id| (id, self.vocab.text_bytes(id)))
+                        .collect(),
+                );
+            }
+        }
+        Ok(tokens::assemble(&segments, &gaps, entries, &self.stop_ids))
+    }
+
+    /// Teacher forcing: the baseline's view of every output token, forced as token ids
+    /// after the generation prompt (`/v1/completions` with `prompt_logprobs`), and how far
+    /// end-of-sequence trails its top-1 right after the output (a stop token is forced
+    /// last to read exactly that, wherever it ranks).
+    pub async fn teacher_force(
+        &self,
+        prompt_index: usize,
+        prefix: &[TokenId],
+        resolved: &Resolved,
+        entries: &[StreamedToken],
+    ) -> Result<(Vec<ForcedPosition>, Option<f64>), BaselineError> {
+        let path = "/v1/completions";
+        let stop = resolved
+            .stop
+            .map(|(id, _)| id)
+            .or(self.stop_ids.first().copied());
+        let mut ids = Vec::with_capacity(prefix.len() + resolved.tokens.len() + 1);
+        ids.extend_from_slice(prefix);
+        ids.extend_from_slice(&resolved.tokens);
+        ids.extend(stop);
+        let mut body = json!({
+            "model": self.model,
+            "prompt": ids,
             "prompt_logprobs": self.top_k,
-            "logprobs": true,
-            "top_logprobs": self.top_k,
             "max_tokens": 1,
-            "temperature": 0,
             "stream": false,
         });
+        crate::stream::greedy(&mut body);
         let forced: ForcedCompletion = self.post(path, body).await?;
         let inconsistent = |reason: String| BaselineError::Inconsistent {
-            prompt_index: prompt.index,
+            prompt_index,
             reason,
         };
-        let entries = forced
-            .prompt_logprobs
-            .as_ref()
+        let table = forced
+            .choices
+            .into_iter()
+            .next()
+            .and_then(|c| c.prompt_logprobs)
             .ok_or_else(|| BaselineError::Decode {
                 path,
                 reason: "no prompt_logprobs in the answer".into(),
             })?;
-        let expected = continuation.prompt_len + continuation.tokens.len();
-        if entries.len() != expected {
+        if table.len() != ids.len() {
             return Err(inconsistent(format!(
-                "{} prompt_logprobs entries for {expected} tokens",
-                entries.len()
+                "{} prompt_logprobs entries for {} tokens",
+                table.len(),
+                ids.len()
             )));
         }
-        let mut positions = Vec::with_capacity(continuation.tokens.len());
-        for (offset, &token) in continuation.tokens.iter().enumerate() {
-            let at = continuation.prompt_len + offset;
-            let Some(Some(entry)) = entries.get(at) else {
+        let position = |at: usize, token: TokenId| {
+            let Some(Some(entry)) = table.get(at) else {
                 return Err(inconsistent(format!("no logprobs at position {at}")));
             };
             let mut top = Vec::with_capacity(entry.len());
@@ -205,66 +241,66 @@ impl Baseline {
                     reason: format!("token id `{id}` is not a number"),
                 })?;
                 if id == token {
-                    own = Some(lp);
+                    own = Some(lp.logprob);
                 }
                 top.push((id, lp.logprob));
             }
             let own = own.ok_or_else(|| {
                 inconsistent(format!("position {at} lacks its own token {token}"))
             })?;
+            Ok((own, top))
+        };
+        let mut positions = Vec::with_capacity(resolved.tokens.len());
+        for (offset, &token) in resolved.tokens.iter().enumerate() {
+            let (logprob, top) = position(prefix.len() + offset, token)?;
+            let streamed = resolved
+                .entries
+                .get(offset)
+                .copied()
+                .flatten()
+                .and_then(|i| entries.get(i))
+                .map(|e| e.logprob);
             positions.push(ForcedPosition {
                 token,
-                text: own.decoded_token.clone().unwrap_or_default(),
-                logprob: own.logprob,
+                text: self.vocab.display(token),
+                logprob,
                 top,
+                streamed,
             });
         }
-        Ok((positions, self.stop_gap(&forced)))
+        let stop_gap = match stop {
+            Some(stop) => {
+                let (own, top) = position(ids.len() - 1, stop)?;
+                let best = top.iter().map(|t| t.1).fold(own, f64::max);
+                // Any stop token among the candidates counts, the one forced or another.
+                let nearest = top
+                    .iter()
+                    .filter(|(id, _)| self.stop_ids.contains(id))
+                    .map(|t| t.1)
+                    .fold(own, f64::max);
+                Some(best - nearest)
+            }
+            None => None,
+        };
+        Ok((positions, stop_gap))
     }
-
-    /// From the one greedy token after the output: 0 when the baseline itself stopped there,
-    /// else how far a stop token trails the top-1 among the candidates, if it is among them.
-    fn stop_gap(&self, forced: &ForcedCompletion) -> Option<f64> {
-        let choice = forced.choices.first()?;
-        if choice.finish_reason.as_deref() == Some("stop") {
-            return Some(0.0);
-        }
-        let first = choice.logprobs.as_ref()?.content.as_ref()?.first()?;
-        let best = first
-            .top_logprobs
-            .iter()
-            .map(|t| t.logprob)
-            .fold(first.logprob, f64::max);
-        first
-            .top_logprobs
-            .iter()
-            .filter(|t| self.stop_tokens.contains(&t.token))
-            .map(|t| best - t.logprob)
-            .reduce(f64::min)
-    }
-}
-
-fn with_answer(prompt: &Prompt, text: &str) -> Vec<ChatMessage> {
-    let mut messages = prompt.messages.clone();
-    messages.push(ChatMessage {
-        role: "assistant".into(),
-        content: text.to_string(),
-    });
-    messages
 }
 
 /// The baseline's greedy output per scored prompt: the gate's reference and the token
 /// counts contestants are credited up to.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reference {
+    /// The tokens the baseline generated, read from its own stream.
     pub tokens: HashMap<usize, Vec<TokenId>>,
+    /// Canonical token counts of the baseline's text: what a contestant is credited up to.
+    pub counts: HashMap<usize, usize>,
     /// Generation-prompt tokens per prompt, reused for every contestant.
     pub prefixes: HashMap<usize, Vec<TokenId>>,
 }
 
 impl Reference {
     pub fn counts(&self) -> HashMap<usize, usize> {
-        self.tokens.iter().map(|(&i, t)| (i, t.len())).collect()
+        self.counts.clone()
     }
 }
 
@@ -274,7 +310,8 @@ pub async fn reference(
     prompts: &HashMap<usize, Prompt>,
     records: &[&StreamRecord],
 ) -> Result<Reference, BaselineError> {
-    let results: Vec<(usize, Vec<TokenId>, Vec<TokenId>)> = stream::iter(records.iter().copied())
+    type One = (usize, Vec<TokenId>, Vec<TokenId>, usize);
+    let results: Vec<One> = stream::iter(records.iter().copied())
         .map(|r| async move {
             if let Some(fault) = r.fault {
                 return Err(BaselineError::NoReference {
@@ -286,18 +323,39 @@ pub async fn reference(
             let prefix = baseline
                 .tokenize_chat(&prompt.messages, true, false)
                 .await?;
-            let c = baseline.continuation(prompt, &prefix, &r.text).await?;
-            Ok((r.prompt_index, prefix, c.tokens))
+            let entries = r.logprobs.as_deref().unwrap_or_default();
+            let resolved = baseline.resolve(&r.text, entries).await?;
+            let count = baseline.tokenize_text(&r.text).await?.len();
+            Ok((r.prompt_index, prefix, resolved.tokens, count))
         })
         .buffer_unordered(PARALLEL)
         .try_collect()
         .await?;
     let mut out = Reference::default();
-    for (i, prefix, tokens) in results {
+    for (i, prefix, tokens, count) in results {
         out.prefixes.insert(i, prefix);
         out.tokens.insert(i, tokens);
+        out.counts.insert(i, count);
     }
     Ok(out)
+}
+
+fn overlong_evidence(
+    r: &StreamRecord,
+    reference: &[TokenId],
+    tokens: usize,
+    limit: usize,
+) -> RequestEvidence {
+    RequestEvidence {
+        prompt_index: r.prompt_index,
+        stream_fault: r.fault,
+        forced: Vec::new(),
+        logprobs_streamed: r.logprobs.is_some(),
+        reference: reference.to_vec(),
+        stopped: r.finish_reason.as_deref() == Some("stop"),
+        stop_gap: None,
+        overlong: Some(Overlong { tokens, limit }),
+    }
 }
 
 fn lookup(prompts: &HashMap<usize, Prompt>, index: usize) -> Result<&Prompt, BaselineError> {
@@ -308,8 +366,8 @@ fn lookup(prompts: &HashMap<usize, Prompt>, index: usize) -> Result<&Prompt, Bas
 }
 
 /// The gate's evidence for each scored request of a contestant, and the accounting its
-/// metrics need (token counts, credit caps, first-token sizes; `failed` is filled in by the
-/// caller once the gate has judged).
+/// metrics need (canonical token counts, credit caps, first-token sizes; `failed` is filled
+/// in by the caller once the gate has judged).
 pub async fn evidence(
     baseline: &Baseline,
     prompts: &HashMap<usize, Prompt>,
@@ -318,7 +376,7 @@ pub async fn evidence(
 ) -> Result<(Vec<RequestEvidence>, Accounting), BaselineError> {
     let mut gathered: Vec<(RequestEvidence, usize, usize)> = stream::iter(records.iter().copied())
         .map(|r| async move {
-            let prompt = lookup(prompts, r.prompt_index)?;
+            lookup(prompts, r.prompt_index)?;
             let missing = || BaselineError::Inconsistent {
                 prompt_index: r.prompt_index,
                 reason: "no reference output".into(),
@@ -328,29 +386,51 @@ pub async fn evidence(
                 .get(&r.prompt_index)
                 .ok_or_else(missing)?;
             let reference_tokens = reference.tokens.get(&r.prompt_index).ok_or_else(missing)?;
-            let c = baseline.continuation(prompt, prefix, &r.text).await?;
-            let count = c.tokens.len();
+            let limit = baseline.output_limit;
+            if r.text.len() > limit.saturating_mul(MAX_TOKEN_BYTES) {
+                // Far too long to be within `max_tokens`: not even tokenised, so a flood
+                // cannot make the baseline refuse (and void the round).
+                let e = overlong_evidence(r, reference_tokens, limit.saturating_add(1), limit);
+                return Ok::<_, BaselineError>((e, limit.saturating_add(1), 1));
+            }
+            // Credit and TTFT go by the canonical tokens: a server gains nothing from
+            // splitting its text into more, or smaller, tokens.
+            let canonical = baseline.tokenize_text(&r.text).await?;
+            let count = canonical.len();
+            let first_bytes = canonical
+                .first()
+                .map_or(1, |&id| baseline.vocab.text_bytes(id).len().max(1));
+            let entries = r.logprobs.as_deref().unwrap_or_default();
             let mut e = RequestEvidence {
                 prompt_index: r.prompt_index,
                 stream_fault: r.fault,
                 forced: Vec::new(),
-                streamed_logprobs: r.logprobs.clone(),
+                logprobs_streamed: r.logprobs.is_some(),
                 reference: reference_tokens.clone(),
                 stopped: r.finish_reason.as_deref() == Some("stop"),
                 stop_gap: None,
                 overlong: None,
             };
-            if count > baseline.output_limit {
+            if count > limit || entries.len() > 4 * limit + 16 {
                 // Longer than asked for: the contestant's fault, and teacher-forcing it could
                 // overflow the baseline's context and void the round for everyone.
                 e.overlong = Some(Overlong {
-                    tokens: count,
-                    limit: baseline.output_limit,
+                    tokens: count.max(entries.len()),
+                    limit,
                 });
-                return Ok::<_, BaselineError>((e, count, 1));
+                return Ok((e, count, first_bytes));
             }
-            let (forced, stop_gap) = baseline.teacher_force(prompt, &r.text, &c).await?;
-            let first_bytes = forced.first().map_or(1, |f| f.text.len().max(1));
+            let resolved = baseline.resolve(&r.text, entries).await?;
+            if resolved.tokens.len() > limit {
+                e.overlong = Some(Overlong {
+                    tokens: resolved.tokens.len(),
+                    limit,
+                });
+                return Ok((e, count, first_bytes));
+            }
+            let (forced, stop_gap) = baseline
+                .teacher_force(r.prompt_index, prefix, &resolved, entries)
+                .await?;
             e.forced = forced;
             e.stop_gap = stop_gap;
             Ok((e, count, first_bytes))

@@ -13,6 +13,7 @@ pub mod evaluate;
 pub mod metrics;
 mod send_stamp;
 pub mod stream;
+pub mod vocab;
 mod wire;
 pub mod workload;
 
@@ -21,7 +22,8 @@ pub use client::Target;
 pub use config::HarnessConfig;
 pub use evaluate::{contestant_score, evaluate, measure_baseline, Evaluation};
 pub use metrics::{Distribution, Summary};
-pub use stream::{stream_chat, RawEvent, StreamRecord};
+pub use stream::{greedy, stream_chat, RawEvent, StreamRecord};
+pub use vocab::{Vocab, VocabError};
 pub use wire::Usage;
 pub use workload::{run, Progress, WorkloadRun};
 

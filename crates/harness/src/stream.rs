@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use cacheon_core::gate::{StreamFault, StreamedLogprob};
+use cacheon_core::gate::StreamFault;
+use cacheon_core::tokens::StreamedToken;
 use cacheon_core::prompts::{ChatMessage, Phase};
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::StreamExt;
@@ -54,7 +55,7 @@ pub struct StreamRecord {
     pub events: Vec<RawEvent>,
     pub text: String,
     /// `None` when the server sent text without any logprob entries.
-    pub logprobs: Option<Vec<StreamedLogprob>>,
+    pub logprobs: Option<Vec<StreamedToken>>,
     pub finish_reason: Option<String>,
     pub usage: Option<Usage>,
     pub done: bool,
@@ -181,17 +182,37 @@ impl std::fmt::Display for Transport {
 
 /// The request body of SPEC §7, serialised once per request before the clock starts.
 pub(crate) fn request_body(cfg: &HarnessConfig, messages: &[ChatMessage]) -> Vec<u8> {
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "model": cfg.model,
         "messages": messages,
         "stream": true,
-        "temperature": 0,
         "max_tokens": cfg.max_tokens,
         "logprobs": true,
         "top_logprobs": cfg.top_logprobs,
         "stream_options": { "include_usage": true },
     });
+    greedy(&mut body);
     serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// Makes a request body greedy on any server: `temperature` 0 and every other sampling
+/// field neutral. Stock vLLM applies the model's `generation_config.json` (Qwen2.5:
+/// `repetition_penalty` 1.05, `top_k` 20, `top_p` 0.8) to every field a request leaves out,
+/// even at temperature 0, so a server run with defaults would be judged on penalised output.
+pub fn greedy(body: &mut serde_json::Value) {
+    if let Some(map) = body.as_object_mut() {
+        for (k, v) in [
+            ("temperature", serde_json::json!(0)),
+            ("top_p", serde_json::json!(1)),
+            ("top_k", serde_json::json!(-1)),
+            ("min_p", serde_json::json!(0)),
+            ("repetition_penalty", serde_json::json!(1)),
+            ("presence_penalty", serde_json::json!(0)),
+            ("frequency_penalty", serde_json::json!(0)),
+        ] {
+            map.insert(k.to_string(), v);
+        }
+    }
 }
 
 /// Sends one request and records its stream. Never fails: every problem is a fault in
@@ -407,8 +428,9 @@ fn interpret(record: &mut StreamRecord, arrived: Vec<(u64, String)>) {
                     }
                     if let Some(entries) = choice.logprobs.and_then(|l| l.content) {
                         event.tokens += entries.len() as u32;
-                        logprobs.extend(entries.into_iter().map(|t| StreamedLogprob {
-                            text: t.text(),
+                        logprobs.extend(entries.into_iter().map(|t| StreamedToken {
+                            token: t.token,
+                            bytes: t.bytes,
                             logprob: t.logprob,
                         }));
                     }

@@ -45,19 +45,6 @@ pub struct TokenLogprob {
     pub bytes: Option<Vec<u8>>,
 }
 
-impl TokenLogprob {
-    /// The token's text: its raw bytes when they are whole UTF-8, else the token string.
-    pub fn text(&self) -> String {
-        match &self.bytes {
-            Some(b) => match std::str::from_utf8(b) {
-                Ok(s) => s.to_string(),
-                Err(_) => self.token.clone(),
-            },
-            None => self.token.clone(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct Usage {
     #[serde(default)]
@@ -72,40 +59,21 @@ pub struct Tokenized {
     pub tokens: Vec<u32>,
 }
 
-/// A whole (non-streamed) chat completion with vLLM's `prompt_logprobs`.
+/// A whole `/v1/completions` answer with vLLM's `prompt_logprobs` (teacher forcing).
 #[derive(Debug, Deserialize)]
 pub struct ForcedCompletion {
     #[serde(default)]
     pub choices: Vec<ForcedChoice>,
-    pub prompt_logprobs: Option<Vec<Option<HashMap<String, PromptLogprob>>>>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct ForcedChoice {
-    pub finish_reason: Option<String>,
-    pub logprobs: Option<ForcedLogprobs>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ForcedLogprobs {
-    pub content: Option<Vec<ForcedToken>>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ForcedToken {
-    pub logprob: f64,
-    #[serde(default)]
-    pub top_logprobs: Vec<Candidate>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Candidate {
-    pub token: String,
-    pub logprob: f64,
+    /// Per prompt position (the first is `null`): candidates keyed by token id, the forced
+    /// token among them even when outside the top-k.
+    pub prompt_logprobs: Option<Vec<Option<HashMap<String, PromptLogprob>>>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct PromptLogprob {
     pub logprob: f64,
-    pub decoded_token: Option<String>,
 }

@@ -84,13 +84,22 @@ async fn the_request_is_plain_and_a_quirky_stream_is_read_exactly() {
     assert_eq!(body["top_logprobs"], 5);
     assert_eq!(body["stream_options"]["include_usage"], true);
     assert_eq!(body["model"], "Qwen2.5-72B-Instruct");
+    // Greedy on any server: every sampling field a stock vLLM would fill from the model's
+    // generation_config.json is sent neutral.
+    assert_eq!(body["repetition_penalty"], 1);
+    assert_eq!(body["top_p"], 1);
+    assert_eq!(body["top_k"], -1);
+    assert_eq!(body["min_p"], 0);
+    assert_eq!(body["presence_penalty"], 0);
+    assert_eq!(body["frequency_penalty"], 0);
 
     assert_eq!(r.fault, None, "{:?}", r.detail);
     assert_eq!(r.text, " café ol");
     let lps = r.logprobs.clone().unwrap();
     assert_eq!(lps.len(), 2);
-    assert_eq!((lps[0].text.as_str(), lps[0].logprob), (" café", -0.5));
-    assert_eq!((lps[1].text.as_str(), lps[1].logprob), (" ol", -0.25));
+    assert_eq!(lps[0].claimed_bytes(), " café".as_bytes());
+    assert_eq!(lps[0].logprob, -0.5);
+    assert_eq!((lps[1].token.as_str(), lps[1].logprob), (" ol", -0.25));
     assert_eq!(r.finish_reason.as_deref(), Some("length"));
     assert_eq!(r.usage.unwrap().completion_tokens, 2);
     assert!(r.done);

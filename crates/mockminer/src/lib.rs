@@ -4,6 +4,7 @@
 //! bend it in the ways real cheaters and broken servers do.
 
 pub mod chat;
+pub mod completions;
 pub mod fault;
 pub mod model;
 pub mod server;
@@ -11,6 +12,7 @@ mod stream;
 pub mod timeline;
 mod wire;
 
+pub use completions::tokenizer_json;
 pub use fault::Fault;
 pub use model::{Step, ToyModel, EOS, EOS_TEXT, TOP_K};
 pub use server::{router, serve, MockConfig, RunningMock, MODEL_NAME};

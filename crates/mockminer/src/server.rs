@@ -5,7 +5,7 @@
 //! honest mock with no fault agrees with any other honest mock token for token, so the same
 //! binary serves as miner and as baseline in tests.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,12 +28,13 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::chat::{self, ChatRequest, TokenizeRequest};
+use crate::completions::{CompletionPrompt, CompletionRequest};
 use crate::fault::Fault;
-use crate::model::{rank_of, top_of, Step, ToyModel, EOS};
+use crate::model::{Step, ToyModel, EOS};
 use crate::stream::{self, StreamPlan};
 use crate::timeline::{FrameKind, Timeline};
 use crate::wire::{
-    self, Choice, Completion, ErrorBody, Logprobs, Message, PromptLogprob, TokenLogprob, Usage,
+    self, Choice, Completion, ErrorBody, Logprobs, Message, TokenLogprob, Usage,
 };
 
 /// The model name vLLM is started with (`--served-model-name`).
@@ -105,6 +106,7 @@ pub fn router(cfg: MockConfig, timeline: Option<Arc<Timeline>>) -> Router {
         .route("/v1/models", get(models))
         .route("/tokenize", post(tokenize))
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
         .layer(axum::middleware::from_fn(stamp_arrival))
         .with_state(state)
 }
@@ -357,6 +359,59 @@ async fn chat_completions(
     sse_response(Body::from_stream(frames))
 }
 
+/// `POST /v1/completions`: whole answers only (the baseline's teacher forcing).
+async fn completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<CompletionRequest>, JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequestError", e.body_text()),
+    };
+    if req.model != state.cfg.model_name {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NotFoundError",
+            format!("The model `{}` does not exist.", req.model),
+        );
+    }
+    if req.stream {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadRequestError",
+            "the mock streams chat completions only".into(),
+        );
+    }
+    let ids: Vec<u32> = match &req.prompt {
+        CompletionPrompt::Ids(ids) => ids.clone(),
+        CompletionPrompt::Text(text) => chat::render_text(&state.model, text)
+            .iter()
+            .map(|t| t.id)
+            .collect(),
+    };
+    if ids.is_empty() || ids.len() > state.cfg.max_model_len {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadRequestError",
+            format!(
+                "the prompt has {} tokens; this model takes 1 to {}",
+                ids.len(),
+                state.cfg.max_model_len
+            ),
+        );
+    }
+    let n = state.next_id.fetch_add(1, Ordering::Relaxed);
+    let id = format!("cmpl-mock-{n}");
+    Json(crate::completions::answer(
+        &state.model,
+        &state.cfg.model_name,
+        &id,
+        &ids,
+        &req,
+    ))
+    .into_response()
+}
+
 fn sse_response(body: Body) -> Response {
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
@@ -456,38 +511,8 @@ fn whole_completion(
             .collect(),
     });
     let prompt_logprobs = req.prompt_logprobs.map(|k| {
-        let k = usize::from(k).min(20);
-        prompt
-            .iter()
-            .enumerate()
-            .map(|(i, tok)| {
-                if i == 0 {
-                    return None;
-                }
-                let lps = model.logprobs(&ids[..i]);
-                let mut entries = BTreeMap::new();
-                for (rank, (t, lp)) in top_of(&lps, k).into_iter().enumerate() {
-                    entries.insert(
-                        t.to_string(),
-                        PromptLogprob {
-                            logprob: wire::clamp(lp),
-                            rank: rank + 1,
-                            decoded_token: wire::token_text(model, t),
-                        },
-                    );
-                }
-                let actual = lps
-                    .get(tok.id as usize)
-                    .copied()
-                    .unwrap_or(f64::NEG_INFINITY);
-                entries.entry(tok.id.to_string()).or_insert(PromptLogprob {
-                    logprob: wire::clamp(actual),
-                    rank: rank_of(&lps, tok.id),
-                    decoded_token: tok.text.clone(),
-                });
-                Some(entries)
-            })
-            .collect()
+        let texts: Vec<String> = prompt.iter().map(|t| t.text.clone()).collect();
+        crate::completions::prompt_logprobs(model, ids, &texts, usize::from(k).min(20))
     });
     let body = Completion {
         id,

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use cacheon_core::gate::{
-    judge, ForcedPosition, GateThresholds, RequestEvidence, StreamedLogprob, TokenId,
+    judge, ForcedPosition, GateThresholds, RequestEvidence, TokenId,
 };
 use cacheon_mockminer::{ToyModel, EOS, TOP_K};
 
@@ -23,13 +23,7 @@ fn evidence(
             text: m.text(s.token).unwrap().into(),
             logprob: s.logprob,
             top: s.top,
-        })
-        .collect();
-    let streamed = forced
-        .iter()
-        .map(|f| StreamedLogprob {
-            text: f.text.clone(),
-            logprob: f.logprob,
+            streamed: Some(s.logprob),
         })
         .collect();
     let mut context = prompt.to_vec();
@@ -44,7 +38,7 @@ fn evidence(
         prompt_index: 0,
         stream_fault: None,
         forced,
-        streamed_logprobs: Some(streamed),
+        logprobs_streamed: true,
         reference,
         stopped,
         stop_gap: {

@@ -3,6 +3,8 @@
 //! teacher-forced through it, gated and scored. Anything wrong with the baseline voids the
 //! round: without a trustworthy reference nobody can be judged, and nobody is blamed.
 
+use std::sync::Arc;
+
 use cacheon_containers::{wait_released, Labels};
 use cacheon_core::prompts::PromptSet;
 use cacheon_core::reference::{Digest, ImageRef};
@@ -13,7 +15,8 @@ use cacheon_handoff::documents::{
 };
 use cacheon_handoff::{layout, Condition};
 use cacheon_harness::{
-    contestant_score, evaluate, measure_baseline, Baseline, Reference, Summary, Target, WorkloadRun,
+    contestant_score, evaluate, measure_baseline, Baseline, Reference, Summary, Target, Vocab,
+    WorkloadRun,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -96,7 +99,7 @@ pub async fn run(
         let url = running.base_url();
         let outcome = tokio::select! {
             () = cancel.cancelled() => return Err(Interrupt::Stopped),
-            r = judge_all(job, prompts, results, &url, tracker) => r,
+            r = judge_all(job, prompts, results, &url, ctx.checked.vocab.clone(), tracker) => r,
         };
         timings.workload_ms = ms(t);
         Ok(outcome)
@@ -147,6 +150,7 @@ async fn judge_all(
     prompts: &PromptSet,
     results: &[ContestantResult],
     url: &str,
+    vocab: Arc<Vocab>,
     tracker: &mut Tracker<'_>,
 ) -> Result<Judged, String> {
     let target = Target::new(url, job.harness.concurrency, job.harness.connect_timeout)
@@ -159,7 +163,7 @@ async fn judge_all(
     if faulted > 0 {
         return Err(format!("{faulted} of the baseline's own requests failed"));
     }
-    let baseline = Baseline::new(target, &job.harness);
+    let baseline = Baseline::new(target, &job.harness, vocab).map_err(|e| e.to_string())?;
     let (summary, reference) = measure_baseline(&baseline, prompts, &run)
         .await
         .map_err(|e| format!("reference: {e}"))?;

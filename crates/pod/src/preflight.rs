@@ -3,6 +3,9 @@
 //! the disk. A pod that fails here claims nothing, so a broken machine cannot void rounds.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cacheon_harness::Vocab;
 
 use cacheon_handoff::documents::{Gpu, Hardware};
 use serde::Deserialize;
@@ -61,11 +64,13 @@ pub enum PreflightError {
     Disk { dir: String, free: u64, need: u64 },
 }
 
-/// The checked hardware, and the model's context limit for the baseline's arguments.
-#[derive(Debug, Clone, PartialEq)]
+/// The checked hardware, the model's context limit for the baseline's arguments, and its
+/// vocabulary (`tokenizer.json`), which the gate reads streamed tokens against.
+#[derive(Debug, Clone)]
 pub struct Checked {
     pub hardware: Hardware,
     pub max_model_len: u64,
+    pub vocab: Arc<Vocab>,
 }
 
 /// vLLM's `--max-model-len` is capped here (SPEC §6).
@@ -80,10 +85,12 @@ pub async fn run(req: &Requirements) -> Result<Checked, PreflightError> {
         hardware
     };
     let max_model_len = check_model_dir(&req.models_dir)?;
+    let vocab = load_vocab(&req.models_dir)?;
     check_disk(&req.docker_root, req.min_free_disk_bytes)?;
     Ok(Checked {
         hardware,
         max_model_len,
+        vocab,
     })
 }
 
@@ -183,6 +190,22 @@ fn check_model_dir(dir: &Path) -> Result<u64, PreflightError> {
         .max_position_embeddings
         .unwrap_or(MAX_MODEL_LEN_CAP)
         .min(MAX_MODEL_LEN_CAP))
+}
+
+/// The model's tokenizer: without it the gate could not tell which tokens a server
+/// generated, so a pod without one claims nothing.
+fn load_vocab(dir: &Path) -> Result<Arc<Vocab>, PreflightError> {
+    let vocab = Vocab::load(&dir.join("tokenizer.json")).map_err(|e| PreflightError::Model {
+        dir: dir.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    if vocab.is_empty() {
+        return Err(PreflightError::Model {
+            dir: dir.display().to_string(),
+            detail: "tokenizer.json has no tokens".into(),
+        });
+    }
+    Ok(Arc::new(vocab))
 }
 
 fn check_disk(dir: &Path, need: u64) -> Result<(), PreflightError> {

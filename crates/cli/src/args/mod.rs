@@ -261,6 +261,10 @@ pub struct MockMinerArgs {
     /// Served model name.
     #[arg(long, default_value = cacheon_mockminer::MODEL_NAME)]
     pub model: String,
+    /// Write the toy model's tokenizer.json here and exit (for `cacheon bench --tokenizer`
+    /// and a pod's model directory).
+    #[arg(long, value_name = "PATH")]
+    pub write_tokenizer: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -272,6 +276,11 @@ pub struct BenchArgs {
     /// Base URL of the server under test.
     #[arg(long)]
     pub miner: String,
+    /// The baseline model's tokenizer.json (in the model directory); the gate reads the
+    /// miner's streamed tokens against it. For the mock: `cacheon mock-miner
+    /// --write-tokenizer PATH`.
+    #[arg(long, env = "CACHEON_TOKENIZER", value_name = "PATH")]
+    pub tokenizer: PathBuf,
     /// JSON file overriding parts of the workload: `{"shape": {...}, "harness": {...},
     /// "thresholds": {...}}` (see MINERS.md).
     #[arg(long)]

@@ -10,6 +10,12 @@ use crate::args::MockMinerArgs;
 use crate::shutdown;
 
 pub async fn run(a: &MockMinerArgs) -> anyhow::Result<()> {
+    if let Some(path) = &a.write_tokenizer {
+        std::fs::write(path, cacheon_mockminer::tokenizer_json())
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("{}", path.display());
+        return Ok(());
+    }
     let cfg = MockConfig {
         model_name: a.model.clone(),
         ttft: Duration::from_millis(a.ttft_ms),

@@ -205,6 +205,11 @@ impl World {
         )
         .expect("config.json");
         std::fs::write(models.join("model-00001-of-00001.safetensors"), b"toy").expect("weights");
+        std::fs::write(
+            models.join("tokenizer.json"),
+            cacheon_mockminer::tokenizer_json(),
+        )
+        .expect("tokenizer.json");
         std::fs::write(world.dir.path().join("workload.json"), WORKLOAD).expect("workload");
         let hotkeys = world.dir.path().join("wallets/validator/hotkeys");
         std::fs::create_dir_all(&hotkeys).expect("mkdir");

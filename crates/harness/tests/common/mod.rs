@@ -92,7 +92,7 @@ pub async fn judge(miner_cfg: MockConfig, cfg: &HarnessConfig, prompts: &PromptS
     let base_run = run(&base_target, prompts, cfg, epoch, &|_| {})
         .await
         .unwrap();
-    let baseline = Baseline::new(base_target, cfg);
+    let baseline = Baseline::new(base_target, cfg, mock_vocab()).unwrap();
     let (base_summary, reference) = measure_baseline(&baseline, prompts, &base_run)
         .await
         .unwrap();
@@ -143,4 +143,10 @@ pub fn stream_faults(e: &Evaluation) -> Vec<StreamFault> {
     faults.sort_by_key(|f| format!("{f:?}"));
     faults.dedup();
     faults
+}
+
+/// The mock's vocabulary, read the way the pod reads a model's tokenizer.json.
+pub fn mock_vocab() -> std::sync::Arc<cacheon_harness::Vocab> {
+    let json = cacheon_mockminer::tokenizer_json();
+    std::sync::Arc::new(cacheon_harness::Vocab::from_json(&json, "mock").unwrap())
 }

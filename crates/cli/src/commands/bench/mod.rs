@@ -5,6 +5,7 @@
 mod plot;
 mod table;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,7 +13,7 @@ use cacheon_core::gate::GateThresholds;
 use cacheon_core::prompts::{generate, Phase, PromptSet};
 use cacheon_harness::{
     contestant_score, evaluate, measure_baseline, run as run_workload, Baseline, Evaluation,
-    HarnessConfig, Progress, Summary, Target, WorkloadRun,
+    HarnessConfig, Progress, Summary, Target, Vocab, WorkloadRun,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -61,7 +62,8 @@ pub async fn run(a: &BenchArgs) -> anyhow::Result<()> {
     let miner_run = measured("miner", &miner, &prompts, &cfg, a.quiet).await?;
     let base_run = measured("baseline", &base, &prompts, &cfg, a.quiet).await?;
 
-    let baseline = Baseline::new(base, &cfg);
+    let vocab = Vocab::load(&a.tokenizer).context("--tokenizer")?;
+    let baseline = Baseline::new(base, &cfg, Arc::new(vocab)).context("--tokenizer")?;
     let spinner = spinner(
         a.quiet,
         "teacher-forcing the miner's outputs through the baseline",
