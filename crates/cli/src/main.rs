@@ -38,6 +38,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::MockMiner(a) => commands::mock_miner::run(&a).await,
         Command::MockChain(a) => commands::mock_chain::run(&a).await,
         Command::Bench(a) => commands::bench::run(&a).await,
+        Command::CalibrateGate(a) => commands::calibrate::run(&a).await,
         Command::Chain(a) => commands::chain::run(&a).await,
         Command::Commit(a) => commands::commit::run(&a).await,
         Command::Host(a) => commands::host::run(&a).await,

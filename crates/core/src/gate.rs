@@ -208,7 +208,29 @@ impl std::fmt::Display for GateFailure {
 pub struct RequestVerdict {
     pub prompt_index: usize,
     pub agreement: f64,
+    /// What each check measured, whether it passed or not: what a miner reads to see how
+    /// close it came, and what calibration reads to see how far honest servers stay from
+    /// every threshold.
+    #[serde(default)]
+    pub measured: Measured,
     pub failures: Vec<GateFailure>,
+}
+
+/// The figures behind one request's verdict.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Measured {
+    /// Output tokens judged (the tokens the server generated, as its stream tells them).
+    pub tokens: usize,
+    /// Positions whose token was neither the baseline's top-1 nor within `tie_gap` of it,
+    /// and how many the agreement rule allows at this length.
+    pub disagreements: usize,
+    pub allowed_disagreements: usize,
+    /// Share of output tokens with a streamed logprob entry of their own.
+    pub logprob_coverage: f64,
+    /// Mean |streamed − baseline| logprob over those tokens.
+    pub mean_abs_logprob_diff: Option<f64>,
+    /// Output tokens over the baseline's own.
+    pub length_ratio: Option<f64>,
 }
 
 impl RequestVerdict {
@@ -237,9 +259,19 @@ pub fn check_request(t: &GateThresholds, e: &RequestEvidence) -> RequestVerdict 
         return RequestVerdict {
             prompt_index: e.prompt_index,
             agreement: 0.0,
+            measured: Measured {
+                tokens,
+                ..Measured::default()
+            },
             failures,
         };
     }
+    let mut measured = Measured {
+        tokens: e.forced.len(),
+        length_ratio: (!e.reference.is_empty())
+            .then(|| e.forced.len() as f64 / e.reference.len() as f64),
+        ..Measured::default()
+    };
 
     // The baseline's candidates ranked by logprob. vLLM's `prompt_logprobs` lists the
     // sampled token first and may add it as a (k+1)-th entry, so the given order and length
@@ -268,6 +300,8 @@ pub fn check_request(t: &GateThresholds, e: &RequestEvidence) -> RequestVerdict 
     } else {
         agreeing as f64 / e.forced.len() as f64
     };
+    measured.disagreements = e.forced.len() - agreeing;
+    measured.allowed_disagreements = e.forced.len() - t.agreeing_needed(e.forced.len());
     if agreeing < t.agreeing_needed(e.forced.len()) {
         let first_disagreement = e
             .forced
@@ -311,14 +345,17 @@ pub fn check_request(t: &GateThresholds, e: &RequestEvidence) -> RequestVerdict 
         } else {
             pairs.len() as f64 / e.forced.len() as f64
         };
+        measured.logprob_coverage = coverage;
+        if !pairs.is_empty() {
+            let total: f64 = pairs.iter().map(|(s, f)| (s - f).abs()).sum();
+            measured.mean_abs_logprob_diff = Some(total / pairs.len() as f64);
+        }
         if coverage < t.min_logprob_coverage {
             failures.push(GateFailure::LogprobsMisaligned {
                 matched: pairs.len(),
                 tokens: e.forced.len(),
             });
-        } else if !pairs.is_empty() {
-            let total: f64 = pairs.iter().map(|(s, f)| (s - f).abs()).sum();
-            let mean_abs_diff = total / pairs.len() as f64;
+        } else if let Some(mean_abs_diff) = measured.mean_abs_logprob_diff {
             // NaN never passes: it is not "within" the tolerance.
             let within = mean_abs_diff.is_finite() && mean_abs_diff <= t.logprob_tolerance;
             if !within {
@@ -343,6 +380,7 @@ pub fn check_request(t: &GateThresholds, e: &RequestEvidence) -> RequestVerdict 
     RequestVerdict {
         prompt_index: e.prompt_index,
         agreement,
+        measured,
         failures,
     }
 }

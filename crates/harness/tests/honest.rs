@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use cacheon_harness::HarnessConfig;
 use cacheon_mockminer::{Fault, MockConfig};
 use common::{config, failed_checks, judge, miner, prompts};
 
@@ -72,6 +73,58 @@ async fn multi_token_chunks_keepalive_comments_and_crlf_are_read_exactly() {
             events(a)
         );
         assert!(b.events.iter().any(|e| e.tokens == 3));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vllm_dialects_of_logprob_entries_are_read_as_the_same_tokens() {
+    // What real vLLM streams: the end-of-sequence entry in a final chunk of its own, token
+    // ids in place of token strings (--return-tokens-as-token-ids), several tokens a chunk.
+    let p = prompts(1, 4, 8);
+    // Long enough that most answers stop on end-of-sequence.
+    let cfg = HarnessConfig {
+        max_tokens: 200,
+        ..config()
+    };
+    let plain = judge(miner(None), &cfg, &p).await;
+    let dialect = judge(
+        MockConfig {
+            eos_entry: true,
+            token_ids: true,
+            tokens_per_chunk: 2,
+            ..miner(None)
+        },
+        &cfg,
+        &p,
+    )
+    .await;
+    assert!(
+        dialect.miner.verdict.passed,
+        "{:?}",
+        failed_checks(&dialect.miner)
+    );
+    let stopped = dialect
+        .miner_run
+        .scored()
+        .filter(|r| r.finish_reason.as_deref() == Some("stop"))
+        .count();
+    assert!(stopped > 0, "the workload must include stopped answers");
+    for (a, b) in plain
+        .miner
+        .verdict
+        .requests
+        .iter()
+        .zip(&dialect.miner.verdict.requests)
+    {
+        // The same tokens judged, each paired with its own entry; the EOS entry is the stop,
+        // not an output token.
+        assert_eq!(a.measured.tokens, b.measured.tokens);
+        assert_eq!(b.measured.logprob_coverage, 1.0, "{b:?}");
+        assert_eq!(b.measured.disagreements, 0);
+    }
+    for r in dialect.miner_run.scored() {
+        let entries = r.logprobs.as_ref().unwrap();
+        assert!(entries.iter().all(|e| e.token.starts_with("token_id:")));
     }
 }
 

@@ -80,10 +80,62 @@ fn yes() -> bool {
     true
 }
 
+/// A message's content as OpenAI clients send it: a string, or a list of parts of which
+/// the mock reads the text ones (vLLM's own `bench serve` sends parts).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct WireMessage {
+    role: String,
+    content: Content,
+}
+
+fn messages<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ChatMessage>, D::Error> {
+    let wire = Vec::<WireMessage>::deserialize(d)?;
+    wire.into_iter()
+        .map(|m| {
+            let content = match m.content {
+                Content::Text(t) => t,
+                Content::Parts(parts) => {
+                    let mut text = String::new();
+                    for p in parts {
+                        if p.kind != "text" {
+                            return Err(serde::de::Error::custom(format!(
+                                "content part type `{}` is not supported by a text model",
+                                p.kind
+                            )));
+                        }
+                        text.push_str(&p.text);
+                    }
+                    text
+                }
+            };
+            Ok(ChatMessage {
+                role: m.role,
+                content,
+            })
+        })
+        .collect()
+}
+
 /// `POST /v1/chat/completions`, the fields the mock honours.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChatRequest {
     pub model: String,
+    #[serde(deserialize_with = "messages")]
     pub messages: Vec<ChatMessage>,
     pub max_tokens: Option<u32>,
     pub max_completion_tokens: Option<u32>,

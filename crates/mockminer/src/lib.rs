@@ -7,6 +7,7 @@ pub mod chat;
 pub mod completions;
 pub mod fault;
 pub mod model;
+pub mod proxy;
 pub mod server;
 mod stream;
 pub mod timeline;

@@ -53,6 +53,11 @@ pub struct MockConfig {
     pub fault: Option<Fault>,
     /// Send `: keep-alive` comment lines between chunks.
     pub keepalive: bool,
+    /// As vLLM does: after the last token, a chunk with empty content, the finish reason and
+    /// the logprob entry of the end-of-sequence token that stopped generation.
+    pub eos_entry: bool,
+    /// As vLLM with `--return-tokens-as-token-ids`: logprob entries name `token_id:N`.
+    pub token_ids: bool,
     /// End lines with CRLF instead of LF.
     pub crlf: bool,
     pub max_model_len: usize,
@@ -68,6 +73,8 @@ impl Default for MockConfig {
             max_concurrency: 256,
             fault: None,
             keepalive: false,
+            eos_entry: false,
+            token_ids: false,
             crlf: false,
             max_model_len: 32_768,
         }

@@ -160,7 +160,9 @@ pub(crate) async fn pace(
             return;
         }
         let is_last = !endless && k + 1 == n_chunks;
-        let finish = if is_last && fault != Some(Fault::NoFinishReason) {
+        // With the EOS entry, the finish reason comes in a chunk of its own, below.
+        let eos_chunk = is_last && ended_on_eos && !truncated && cfg.eos_entry;
+        let finish = if is_last && !eos_chunk && fault != Some(Fault::NoFinishReason) {
             Some(wire::finish_reason(ended_on_eos.then_some(EOS), truncated))
         } else {
             None
@@ -187,6 +189,9 @@ pub(crate) async fn pace(
                     let claimed = claimed_logprob(fault, s.logprob, position + i);
                     let top = &s.top[..s.top.len().min(plan.top_logprobs)];
                     let mut entry = TokenLogprob::new(&state.model, s.token, claimed, top);
+                    if cfg.token_ids {
+                        entry.token = format!("token_id:{}", s.token);
+                    }
                     if strip_first && i == 0 {
                         entry = TokenLogprob::text_only(entry.token.trim_start(), claimed);
                     }
@@ -255,6 +260,37 @@ pub(crate) async fn pace(
             }
         }
         k += 1;
+    }
+    let eos = plan.steps.last().filter(|s| s.token == EOS);
+    if let (Some(eos), true, false, false) = (eos, cfg.eos_entry, truncated, endless) {
+        if n_chunks > 0 {
+            let logprobs = (plan.logprobs && fault != Some(Fault::NoLogprobs)).then(|| {
+                let top = &eos.top[..eos.top.len().min(plan.top_logprobs)];
+                let mut entry = TokenLogprob::new(&state.model, EOS, eos.logprob, top);
+                if cfg.token_ids {
+                    entry.token = format!("token_id:{EOS}");
+                }
+                Logprobs {
+                    content: vec![entry],
+                }
+            });
+            let finish = (fault != Some(Fault::NoFinishReason)).then_some("stop");
+            let bytes = chunk(
+                vec![ChunkChoice {
+                    index: 0,
+                    delta: Delta {
+                        role: None,
+                        content: Some(String::new()),
+                    },
+                    logprobs,
+                    finish_reason: finish,
+                }],
+                None,
+            );
+            if !sink.send(FrameKind::Other, bytes).await {
+                return;
+            }
+        }
     }
     if n_chunks == 0 {
         // Nothing to say: still end the stream properly.

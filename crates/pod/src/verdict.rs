@@ -66,6 +66,7 @@ mod tests {
                 .map(|(i, failures)| RequestVerdict {
                     prompt_index: i,
                     agreement: 1.0,
+                    measured: Default::default(),
                     failures,
                 })
                 .collect(),

@@ -49,6 +49,10 @@ pub enum Command {
     MockChain(MockChainArgs),
     /// Measure a server against a baseline with the validator's own workload, gate and score.
     Bench(BenchArgs),
+    /// Set the gate's thresholds by measurement: run honest servers and known cheats over
+    /// many seeds against one baseline and print the false-disqualification rate, the catch
+    /// rate per cheat, and how far every threshold is from what was measured.
+    CalibrateGate(CalibrateGateArgs),
     /// Inspect the chain as the validator sees it: metagraph, commitments, weight settings.
     Chain(ChainArgs),
     /// For miners: publish your server's image and digest on chain, checked with the
@@ -258,6 +262,12 @@ pub struct MockMinerArgs {
     /// End SSE lines with CRLF.
     #[arg(long)]
     pub crlf: bool,
+    /// Like vLLM: a last chunk with empty content carrying the end-of-sequence logprob.
+    #[arg(long)]
+    pub eos_entry: bool,
+    /// Like vLLM's --return-tokens-as-token-ids: logprob entries name `token_id:N`.
+    #[arg(long)]
+    pub token_ids: bool,
     /// Served model name.
     #[arg(long, default_value = cacheon_mockminer::MODEL_NAME)]
     pub model: String,
@@ -265,6 +275,14 @@ pub struct MockMinerArgs {
     /// and a pod's model directory).
     #[arg(long, value_name = "PATH")]
     pub write_tokenizer: Option<PathBuf>,
+    /// Instead of the toy model, stand in front of this real server (a base URL) and bend
+    /// its answers with `--cheat`.
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// With `--upstream`: none, wrong-after:N, fake-logprobs, truncate:N, junk-after,
+    /// swap-first.
+    #[arg(long, requires = "upstream", default_value = "none")]
+    pub cheat: cacheon_mockminer::proxy::Cheat,
 }
 
 #[derive(Debug, Args)]
@@ -305,6 +323,42 @@ pub struct BenchArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub source: WorkloadSource,
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateGateArgs {
+    /// Base URL of the baseline.
+    #[arg(long)]
+    pub baseline: String,
+    /// The baseline model's tokenizer.json.
+    #[arg(long, env = "CACHEON_TOKENIZER", value_name = "PATH")]
+    pub tokenizer: PathBuf,
+    /// An honest server, `NAME=URL` (repeatable): every disqualification is a false one.
+    #[arg(long, value_name = "NAME=URL", value_parser = parse_named_url)]
+    pub honest: Vec<(String, String)>,
+    /// A cheating server, `NAME=URL` (repeatable): every pass is a miss.
+    #[arg(long, value_name = "NAME=URL", value_parser = parse_named_url)]
+    pub cheat: Vec<(String, String)>,
+    /// Rounds to simulate, each with its own prompts (seed block hashes 1, 2, ...).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub seeds: u32,
+    /// The workload file, as for `cacheon bench`.
+    #[arg(long)]
+    pub workload: Option<PathBuf>,
+    /// Write every request's measured figures here.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: WorkloadSource,
+}
+
+fn parse_named_url(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, url)) if !name.is_empty() && !url.is_empty() => {
+            Ok((name.to_string(), url.to_string()))
+        }
+        _ => Err(format!("`{s}` is not NAME=URL")),
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,6 +16,17 @@ pub async fn run(a: &MockMinerArgs) -> anyhow::Result<()> {
         println!("{}", path.display());
         return Ok(());
     }
+    if let Some(upstream) = &a.upstream {
+        let listener = tokio::net::TcpListener::bind((a.host, a.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", a.host, a.port))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, %upstream, cheat = %a.cheat, "cheating proxy listening");
+        println!("listening on {addr}");
+        std::io::Write::flush(&mut std::io::stdout())?;
+        cacheon_mockminer::proxy::serve(listener, upstream, a.cheat, shutdown::signal()).await?;
+        return Ok(());
+    }
     let cfg = MockConfig {
         model_name: a.model.clone(),
         ttft: Duration::from_millis(a.ttft_ms),
@@ -24,6 +35,8 @@ pub async fn run(a: &MockMinerArgs) -> anyhow::Result<()> {
         max_concurrency: a.max_concurrency as usize,
         fault: a.fault,
         keepalive: a.keepalive,
+        eos_entry: a.eos_entry,
+        token_ids: a.token_ids,
         crlf: a.crlf,
         ..MockConfig::default()
     };

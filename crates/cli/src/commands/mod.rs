@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod calibrate;
 pub mod chain;
 pub mod commit;
 pub mod db;

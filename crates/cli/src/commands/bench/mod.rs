@@ -113,7 +113,7 @@ pub async fn run(a: &BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Runs the workload against one server with a progress bar.
-async fn measured(
+pub(crate) async fn measured(
     name: &str,
     target: &Target,
     prompts: &PromptSet,
