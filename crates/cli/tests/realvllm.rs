@@ -40,7 +40,14 @@ fn ready(var: &str, default: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
         let ok = Command::new("curl")
-            .args(["-fsS", "-m", "2", "-o", "/dev/null", &format!("{url}/health")])
+            .args([
+                "-fsS",
+                "-m",
+                "2",
+                "-o",
+                "/dev/null",
+                &format!("{url}/health"),
+            ])
             .status()
             .is_ok_and(|s| s.success());
         if ok {
@@ -161,6 +168,31 @@ fn stock_vllm_with_the_models_generation_config_passes_because_requests_are_gree
     // --generation-config auto applies Qwen2.5's repetition_penalty 1.05, top_k 20 and
     // top_p 0.8 to every field a request leaves out; ours leave none out.
     let (baseline, miner) = (baseline_url(), auto_url());
+    // Without the neutral fields the two servers answer differently: the pass below is
+    // owed to what our requests send, not to a server that happens to agree anyway.
+    let plain = |url: &str| {
+        let body = r#"{"model": "Qwen2.5-72B-Instruct", "temperature": 0, "max_tokens": 60,
+                       "messages": [{"role": "user", "content": "Tell me about ownership in Rust."}]}"#;
+        let out = Command::new("curl")
+            .args([
+                "-fsS",
+                "-m",
+                "120",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                body,
+            ])
+            .arg(format!("{url}/v1/chat/completions"))
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_ne!(plain(&baseline), plain(&miner));
     let (table, report) = bench(&baseline, &miner, &seed(0x15));
     println!("{table}");
     assert!(passed(&report), "{table}");
@@ -185,7 +217,11 @@ impl Proxy {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let addr = line.trim().strip_prefix("listening on ").unwrap().to_string();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_string();
         Self {
             child,
             url: format!("http://{addr}"),
@@ -227,7 +263,10 @@ fn cheats_in_front_of_a_real_vllm_fail_each_with_its_reason() {
             None => assert!(passed(&report), "{cheat}: {table}"),
             Some(code) => {
                 assert!(!passed(&report), "{cheat} passed: {table}");
-                assert!(checks.iter().any(|c| c == code), "{cheat}: {checks:?}\n{table}");
+                assert!(
+                    checks.iter().any(|c| c == code),
+                    "{cheat}: {checks:?}\n{table}"
+                );
             }
         }
     }

@@ -176,7 +176,9 @@ fn gap_end(t: &[u8], pieces: &[Piece], i: usize, c: usize) -> (usize, usize) {
             // Newer vLLM: the piece after the empty ones carries the whole character(s).
             Piece::Regular(_, b) | Piece::Unknown { bytes: b, .. } if after_empty => {
                 after_empty = false;
-                known = known.filter(|&k| t[k..].starts_with(b)).map(|k| k + b.len());
+                known = known
+                    .filter(|&k| t[k..].starts_with(b))
+                    .map(|k| k + b.len());
                 if let Some(k) = known {
                     return (j + 1, k);
                 }
@@ -232,7 +234,11 @@ fn on_char_boundaries(text: &str, segments: Vec<Segment>) -> Vec<Segment> {
                 }
                 pending = Some((tr, er));
             }
-            Segment::Token { id, entry, text: tr } => match pending.take() {
+            Segment::Token {
+                id,
+                entry,
+                text: tr,
+            } => match pending.take() {
                 // A gap ending inside a character takes this token too.
                 Some((pt, pe)) if !text.is_char_boundary(pt.end) => {
                     pending = Some((pt.start..tr.end.max(pt.end), pe.start..entry + 1));
@@ -242,9 +248,17 @@ fn on_char_boundaries(text: &str, segments: Vec<Segment>) -> Vec<Segment> {
                         text: p.0,
                         entries: p.1,
                     });
-                    out.push(Segment::Token { id, entry, text: tr });
+                    out.push(Segment::Token {
+                        id,
+                        entry,
+                        text: tr,
+                    });
                 }
-                None => out.push(Segment::Token { id, entry, text: tr }),
+                None => out.push(Segment::Token {
+                    id,
+                    entry,
+                    text: tr,
+                }),
             },
         }
         if iter.peek().is_none() {
@@ -446,11 +460,7 @@ mod tests {
     #[test]
     fn token_id_strings_and_bytes_arrays_are_read() {
         let v = Toy::new();
-        let entries = [
-            e("token_id:1"),
-            eb("whatever", b" end"),
-            e("token_id:50"),
-        ];
+        let entries = [e("token_id:1"), eb("whatever", b" end"), e("token_id:50")];
         let segs = segment("The end", &entries, &v);
         assert_eq!(tokens_of(&segs), [Some(1), Some(2), Some(50)]);
     }
@@ -466,7 +476,10 @@ mod tests {
             eb("\\x99", &[0x99]),
         ];
         let segs = segment("The’", &entries, &v);
-        assert_eq!(tokens_of(&segs), [Some(1), Some(1226), Some(1128), Some(1153)]);
+        assert_eq!(
+            tokens_of(&segs),
+            [Some(1), Some(1226), Some(1128), Some(1153)]
+        );
     }
 
     #[test]

@@ -4,8 +4,7 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use cacheon_core::gate::{
-    check_request, judge, ForcedPosition, GateFailure, GateThresholds, RequestEvidence,
-    StreamFault,
+    check_request, judge, ForcedPosition, GateFailure, GateThresholds, RequestEvidence, StreamFault,
 };
 
 const N: usize = 200;
@@ -136,7 +135,11 @@ fn a_few_tokens_without_a_streamed_entry_of_their_own_are_skipped_not_failed() {
 fn short_answers_may_disagree_as_often_per_token_as_long_ones() {
     let t = GateThresholds::default();
     assert_eq!(t.agreeing_needed(0), 0);
-    assert_eq!(t.agreeing_needed(10), 9, "one disagreement in ten tokens at 97%");
+    assert_eq!(
+        t.agreeing_needed(10),
+        9,
+        "one disagreement in ten tokens at 97%"
+    );
     assert_eq!(t.agreeing_needed(33), 32);
     assert_eq!(t.agreeing_needed(34), 32, "0.03 × 34 = 1.02 rounds up to 2");
     assert_eq!(t.agreeing_needed(100), 97);

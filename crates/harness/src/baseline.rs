@@ -64,11 +64,7 @@ pub struct Baseline {
 
 impl Baseline {
     /// `vocab` is the baseline model's tokenizer (the model directory's `tokenizer.json`).
-    pub fn new(
-        target: Target,
-        cfg: &HarnessConfig,
-        vocab: Arc<Vocab>,
-    ) -> Result<Self, VocabError> {
+    pub fn new(target: Target, cfg: &HarnessConfig, vocab: Arc<Vocab>) -> Result<Self, VocabError> {
         let stop_ids = vocab.stop_ids(&cfg.stop_tokens)?;
         Ok(Self {
             target,

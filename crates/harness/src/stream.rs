@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cacheon_core::gate::StreamFault;
-use cacheon_core::tokens::StreamedToken;
 use cacheon_core::prompts::{ChatMessage, Phase};
+use cacheon_core::tokens::StreamedToken;
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};

@@ -42,10 +42,12 @@ impl Vocab {
 
     /// From a `tokenizer.json` document already in memory.
     pub fn from_json(json: &str, source: &str) -> Result<Self, VocabError> {
-        let tok: Tokenizer = json.parse().map_err(|e: tokenizers::Error| VocabError::Load {
-            path: source.to_string(),
-            reason: e.to_string(),
-        })?;
+        let tok: Tokenizer = json
+            .parse()
+            .map_err(|e: tokenizers::Error| VocabError::Load {
+                path: source.to_string(),
+                reason: e.to_string(),
+            })?;
         Ok(Self::from_tokenizer(&tok, source.to_string()))
     }
 
@@ -152,8 +154,7 @@ impl Vocabulary for Vocab {
 /// byte in a byte-level vocabulary → that byte. Printable Latin-1 bytes stand for
 /// themselves; the others are shifted to U+0100 and up, in byte order.
 fn byte_decoder() -> HashMap<char, u8> {
-    let printable =
-        |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;
+    let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;
     let mut shifted = 0u32;
     (0..=255u8)
         .map(|b| {

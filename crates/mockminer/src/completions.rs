@@ -80,7 +80,13 @@ pub fn prompt_logprobs(
 }
 
 /// The whole answer to a completions request over `ids`.
-pub fn answer(model: &ToyModel, model_name: &str, id: &str, ids: &[TokenId], req: &CompletionRequest) -> Value {
+pub fn answer(
+    model: &ToyModel,
+    model_name: &str,
+    id: &str,
+    ids: &[TokenId],
+    req: &CompletionRequest,
+) -> Value {
     let texts: Vec<String> = ids.iter().map(|&t| text_of(model, t)).collect();
     let max_tokens = req.max_tokens.unwrap_or(16) as usize;
     let steps = model.generate(ids, max_tokens);

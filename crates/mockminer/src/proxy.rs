@@ -79,7 +79,14 @@ impl fmt::Display for Cheat {
 }
 
 /// Words no sensible model ranks in its top-5 after anything in the workload.
-const JUNK: [&str; 6] = [" zebra", " quantum", " marmalade", " 7391", " Zanzibar", " ukulele"];
+const JUNK: [&str; 6] = [
+    " zebra",
+    " quantum",
+    " marmalade",
+    " 7391",
+    " Zanzibar",
+    " ukulele",
+];
 
 struct Proxy {
     upstream: String,
@@ -329,14 +336,22 @@ mod tests {
 
     #[test]
     fn pieces_spell_the_text_and_specials_write_nothing() {
-        let p = split("The end", vec![entry("The"), entry(" end"), entry("<|im_end|>")]);
+        let p = split(
+            "The end",
+            vec![entry("The"), entry(" end"), entry("<|im_end|>")],
+        );
         let texts: Vec<&str> = p.iter().map(|p| p.text.as_str()).collect();
         assert_eq!(texts, ["The", " end", ""]);
     }
 
     #[test]
     fn each_cheat_bends_what_it_says() {
-        let base = || split("A b c d", vec![entry("A"), entry(" b"), entry(" c"), entry(" d")]);
+        let base = || {
+            split(
+                "A b c d",
+                vec![entry("A"), entry(" b"), entry(" c"), entry(" d")],
+            )
+        };
         let text = |p: &[Piece]| p.iter().map(|p| p.text.as_str()).collect::<String>();
         let mut finish = "length".to_string();
 

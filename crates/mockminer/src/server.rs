@@ -33,9 +33,7 @@ use crate::fault::Fault;
 use crate::model::{Step, ToyModel, EOS};
 use crate::stream::{self, StreamPlan};
 use crate::timeline::{FrameKind, Timeline};
-use crate::wire::{
-    self, Choice, Completion, ErrorBody, Logprobs, Message, TokenLogprob, Usage,
-};
+use crate::wire::{self, Choice, Completion, ErrorBody, Logprobs, Message, TokenLogprob, Usage};
 
 /// The model name vLLM is started with (`--served-model-name`).
 pub const MODEL_NAME: &str = "Qwen2.5-72B-Instruct";

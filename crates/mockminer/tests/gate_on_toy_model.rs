@@ -3,9 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use cacheon_core::gate::{
-    judge, ForcedPosition, GateThresholds, RequestEvidence, TokenId,
-};
+use cacheon_core::gate::{judge, ForcedPosition, GateThresholds, RequestEvidence, TokenId};
 use cacheon_mockminer::{ToyModel, EOS, TOP_K};
 
 /// Evidence for a contestant that produced `output` (EOS excluded) for `prompt`.

@@ -59,7 +59,10 @@ pub async fn run(a: &CalibrateGateArgs) -> anyhow::Result<()> {
                 .with_context(|| name.clone())
         })
         .collect::<anyhow::Result<_>>()?;
-    anyhow::ensure!(!candidates.is_empty(), "name at least one --honest or --cheat");
+    anyhow::ensure!(
+        !candidates.is_empty(),
+        "name at least one --honest or --cheat"
+    );
 
     let started = std::time::Instant::now();
     let mut trials = Vec::new();
@@ -97,7 +100,12 @@ pub async fn run(a: &CalibrateGateArgs) -> anyhow::Result<()> {
                 passed: e.verdict.passed,
                 pass_fraction: e.verdict.pass_fraction,
                 failed_checks,
-                requests: e.verdict.requests.iter().map(|r| r.measured.clone()).collect(),
+                requests: e
+                    .verdict
+                    .requests
+                    .iter()
+                    .map(|r| r.measured.clone())
+                    .collect(),
             });
         }
     }
@@ -137,7 +145,11 @@ fn render(
         let _ = writeln!(
             out,
             "{name:<22} {:<7} {:>5}/{:<3} {:>3.0}% {:>7}/{:<6}  {}",
-            if *kind == Kind::Honest { "honest" } else { "cheat" },
+            if *kind == Kind::Honest {
+                "honest"
+            } else {
+                "cheat"
+            },
             dq,
             mine.len(),
             100.0 * dq as f64 / mine.len().max(1) as f64,
@@ -192,7 +204,11 @@ fn render(
         .iter()
         .map(|x| x.pass_fraction)
         .fold(f64::INFINITY, f64::min);
-    let _ = writeln!(out, "\nhonest servers against every threshold ({} requests):", honest.len());
+    let _ = writeln!(
+        out,
+        "\nhonest servers against every threshold ({} requests):",
+        honest.len()
+    );
     let _ = writeln!(
         out,
         "  min_agreement       {:>6}   worst agreement {:.4}; {} request(s) with any disagreement; least spare disagreements {slack}",
