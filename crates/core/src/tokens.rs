@@ -229,7 +229,10 @@ fn on_char_boundaries(text: &str, segments: Vec<Segment>) -> Vec<Segment> {
                             tr.start = t.start;
                             er.start = entries.start;
                         }
-                        None => tr.start = 0,
+                        None => {
+                            tr.start = 0;
+                            er.start = 0;
+                        }
                     }
                 }
                 pending = Some((tr, er));
