@@ -11,13 +11,15 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
+mod support;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::MockProcess;
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
@@ -198,44 +200,6 @@ fn stock_vllm_with_the_models_generation_config_passes_because_requests_are_gree
     assert!(passed(&report), "{table}");
 }
 
-/// A cheating proxy (`cacheon mock-miner --upstream`) in front of the real server.
-struct Proxy {
-    child: Child,
-    url: String,
-}
-
-impl Proxy {
-    fn start(upstream: &str, cheat: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cacheon"))
-            .args(["mock-miner", "--host", "127.0.0.1", "--port", "0"])
-            .args(["--upstream", upstream, "--cheat", cheat])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap()
-            .to_string();
-        Self {
-            child,
-            url: format!("http://{addr}"),
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn cheats_in_front_of_a_real_vllm_fail_each_with_its_reason() {
     let url = baseline_url();
@@ -251,7 +215,8 @@ fn cheats_in_front_of_a_real_vllm_fail_each_with_its_reason() {
     ];
     let mut report_lines = Vec::new();
     for (cheat, expected) in cases {
-        let proxy = Proxy::start(&url, cheat);
+        // A cheating proxy (`cacheon mock-miner --upstream`) in front of the real server.
+        let proxy = MockProcess::start(&["--upstream", &url, "--cheat", cheat]);
         let (table, report) = bench(&url, &proxy.url, &seed(0x16));
         let checks = failed_checks(&report);
         report_lines.push(format!(

@@ -265,12 +265,8 @@ async fn chat_completions(
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequestError", e.body_text()),
     };
-    if req.model != state.cfg.model_name {
-        return error(
-            StatusCode::NOT_FOUND,
-            "NotFoundError",
-            format!("The model `{}` does not exist.", req.model),
-        );
+    if let Some(refused) = unknown_model(&state, &req.model) {
+        return refused;
     }
     if state.cfg.fault == Some(Fault::Http500) {
         return error(
@@ -373,12 +369,8 @@ async fn completions(
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequestError", e.body_text()),
     };
-    if req.model != state.cfg.model_name {
-        return error(
-            StatusCode::NOT_FOUND,
-            "NotFoundError",
-            format!("The model `{}` does not exist.", req.model),
-        );
+    if let Some(refused) = unknown_model(&state, &req.model) {
+        return refused;
     }
     if req.stream {
         return error(
@@ -415,6 +407,17 @@ async fn completions(
         &req,
     ))
     .into_response()
+}
+
+/// vLLM's answer to a request for a model it does not serve.
+fn unknown_model(state: &AppState, model: &str) -> Option<Response> {
+    (model != state.cfg.model_name).then(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            "NotFoundError",
+            format!("The model `{model}` does not exist."),
+        )
+    })
 }
 
 fn sse_response(body: Body) -> Response {

@@ -1,10 +1,51 @@
-//! What the Docker tests share: running a command that must succeed, and the root
-//! filesystem of an offline image built around the test build of `cacheon`.
+//! What the CLI tests share: running a command that must succeed, a `cacheon mock-miner`
+//! process on a free port, and the root filesystem of an offline image built around the
+//! test build of `cacheon`.
 
 #![allow(dead_code)] // each test target uses a part
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+
+/// A `cacheon mock-miner` process (the toy model, or the cheating proxy) listening on a
+/// free loopback port, killed when dropped.
+pub struct MockProcess {
+    child: Child,
+    pub url: String,
+}
+
+impl MockProcess {
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cacheon"))
+            .args(["mock-miner", "--host", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn cacheon mock-miner");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the port");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("`listening on ADDR`")
+            .to_string();
+        Self {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for MockProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// Runs `cmd`; panics with its stderr unless it succeeds. Returns stdout.
 pub fn sh(cmd: &mut Command) -> String {
