@@ -339,9 +339,12 @@ pub struct CalibrateGateArgs {
     /// A cheating server, `NAME=URL` (repeatable): every pass is a miss.
     #[arg(long, value_name = "NAME=URL", value_parser = parse_named_url)]
     pub cheat: Vec<(String, String)>,
-    /// Rounds to simulate, each with its own prompts (seed block hashes 1, 2, ...).
+    /// Rounds to simulate, each with its own prompts (seed block hashes `--first-seed`,
+    /// the next, ...).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub seeds: u32,
+    #[arg(long, default_value_t = 1)]
+    pub first_seed: u32,
     /// The workload file, as for `cacheon bench`.
     #[arg(long)]
     pub workload: Option<PathBuf>,

@@ -66,7 +66,8 @@ pub async fn run(a: &CalibrateGateArgs) -> anyhow::Result<()> {
 
     let started = std::time::Instant::now();
     let mut trials = Vec::new();
-    for seed in 1..=a.seeds {
+    let last = a.first_seed.saturating_add(a.seeds - 1);
+    for seed in a.first_seed..=last {
         let hash: BlockHash = format!("0x{seed:064x}").parse()?;
         let prompts = generate(&hash, &corpus, &templates, &shape)?;
         let base_run = measured("baseline", &base, &prompts, &cfg, true).await?;
@@ -87,10 +88,10 @@ pub async fn run(a: &CalibrateGateArgs) -> anyhow::Result<()> {
             failed_checks.sort_unstable();
             failed_checks.dedup();
             eprintln!(
-                "seed {seed}/{}: {name}: {} ({:.1}% of requests passed) [{:.0}s]",
-                a.seeds,
+                "seed {seed} (last {last}): {name}: {} ({:.1}% of requests passed; failed checks: {}) [{:.0}s]",
                 if e.verdict.passed { "pass" } else { "FAIL" },
                 e.verdict.pass_fraction * 100.0,
+                if failed_checks.is_empty() { "none".to_string() } else { failed_checks.join(", ") },
                 started.elapsed().as_secs_f64()
             );
             trials.push(Trial {
@@ -108,11 +109,14 @@ pub async fn run(a: &CalibrateGateArgs) -> anyhow::Result<()> {
                     .collect(),
             });
         }
+        // After every seed, so a long run stopped early keeps what it measured.
+        if let Some(path) = &a.json_out {
+            std::fs::write(path, serde_json::to_vec_pretty(&trials)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
     }
     print!("{}", render(&trials, &candidates, &thresholds, a.seeds));
     if let Some(path) = &a.json_out {
-        std::fs::write(path, serde_json::to_vec_pretty(&trials)?)
-            .with_context(|| format!("writing {}", path.display()))?;
         println!("report: {}", path.display());
     }
     Ok(())
