@@ -88,7 +88,7 @@ pub fn answer(
     req: &CompletionRequest,
 ) -> Value {
     let texts: Vec<String> = ids.iter().map(|&t| text_of(model, t)).collect();
-    let max_tokens = req.max_tokens.unwrap_or(16) as usize;
+    let max_tokens = (req.max_tokens.unwrap_or(16) as usize).min(4096);
     let steps = model.generate(ids, max_tokens);
     let text: String = steps
         .iter()
