@@ -77,10 +77,6 @@ impl Baseline {
         })
     }
 
-    pub fn vocab(&self) -> &Vocab {
-        &self.vocab
-    }
-
     async fn post<T: DeserializeOwned>(
         &self,
         path: &'static str,
@@ -155,17 +151,24 @@ impl Baseline {
 
     /// The tokens a server generated for `text`, read from its streamed `entries` where
     /// they spell the text exactly, and tokenised canonically where they do not.
+    /// `canonical` is the whole text's canonical tokenisation, reused when one gap is the
+    /// whole text (a stream without logprobs) instead of asking the baseline again.
     pub async fn resolve(
         &self,
         text: &str,
         entries: &[StreamedToken],
+        canonical: &[TokenId],
     ) -> Result<Resolved, BaselineError> {
         let segments = tokens::segment(text, entries, self.vocab.as_ref());
         let mut gaps = Vec::new();
         for seg in &segments {
             if let Segment::Gap { text: range, .. } = seg {
-                let piece = text.get(range.clone()).unwrap_or_default();
-                let ids = self.tokenize_text(piece).await?;
+                let ids = if range.len() == text.len() {
+                    canonical.to_vec()
+                } else {
+                    let piece = text.get(range.clone()).unwrap_or_default();
+                    self.tokenize_text(piece).await?
+                };
                 gaps.push(
                     ids.into_iter()
                         .map(|id| (id, self.vocab.text_bytes(id)))
@@ -320,8 +323,9 @@ pub async fn reference(
                 .tokenize_chat(&prompt.messages, true, false)
                 .await?;
             let entries = r.logprobs.as_deref().unwrap_or_default();
-            let resolved = baseline.resolve(&r.text, entries).await?;
-            let count = baseline.tokenize_text(&r.text).await?.len();
+            let canonical = baseline.tokenize_text(&r.text).await?;
+            let resolved = baseline.resolve(&r.text, entries, &canonical).await?;
+            let count = canonical.len();
             Ok((r.prompt_index, prefix, resolved.tokens, count))
         })
         .buffer_unordered(PARALLEL)
@@ -416,7 +420,7 @@ pub async fn evidence(
                 });
                 return Ok((e, count, first_bytes));
             }
-            let resolved = baseline.resolve(&r.text, entries).await?;
+            let resolved = baseline.resolve(&r.text, entries, &canonical).await?;
             if resolved.tokens.len() > limit {
                 e.overlong = Some(Overlong {
                     tokens: resolved.tokens.len(),
