@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use bollard::query_parameters::{InspectContainerOptions, ListContainersOptionsBuilder};
 use cacheon_containers::{
-    Blame, ContainerError, Engine, Gpus, Labels, Running, SandboxConfig, LABEL_ROUND,
+    Blame, ContainerError, Credentials, Engine, Gpus, Labels, PullPolicy, RegistryAuth,
+    RegistryPolicy, Running, SandboxConfig, LABEL_ROUND,
 };
 use cacheon_core::prompts::{ChatMessage, Phase};
 use cacheon_core::reference::{Digest, ImageRef};
@@ -28,42 +29,77 @@ use support::sh;
 static TURN: Mutex<()> = Mutex::const_new(());
 static IMAGE: OnceCell<(ImageRef, Digest)> = OnceCell::const_new();
 
+/// Imports `tar` as an image with `entrypoint` (JSON), pushes it to the local registry and
+/// forgets it locally, so every pull is real.
+fn push_image(tar: &Path, entrypoint: &str, name: &str) -> (ImageRef, Digest) {
+    let tag = format!("{REGISTRY}/cacheon-test/{name}:{}", std::process::id());
+    sh(Command::new("docker")
+        .args(["import", "-c", &format!("ENTRYPOINT {entrypoint}")])
+        .arg(tar)
+        .arg(&tag));
+    sh(Command::new("docker").args(["push", "-q", &tag]));
+    let digests = sh(Command::new("docker").args([
+        "inspect",
+        "--format",
+        "{{range .RepoDigests}}{{println .}}{{end}}",
+        &tag,
+    ]));
+    let digest = digests
+        .lines()
+        .find_map(|l| l.split_once('@').map(|(_, d)| d.to_string()))
+        .unwrap();
+    sh(Command::new("docker").args(["rmi", "-f", &tag]));
+    (
+        ImageRef::parse(&tag).unwrap(),
+        Digest::parse(&digest).unwrap(),
+    )
+}
+
 /// Builds (once) an image from scratch with the `cacheon` binary, its shared libraries and
-/// busybox, pushes it to the local registry and forgets it locally, so every pull is real.
+/// busybox.
 async fn test_image() -> (ImageRef, Digest) {
     IMAGE
         .get_or_init(|| async {
             let dir = tempfile::tempdir().unwrap();
             let tar = support::rootfs_tar(dir.path(), true, &["/bin/busybox"]);
-            let tag = format!("{REGISTRY}/cacheon-test/mock:{}", std::process::id());
-            sh(Command::new("docker")
-                .args(["import", "-c", "ENTRYPOINT [\"/bin/cacheon\"]"])
-                .arg(&tar)
-                .arg(&tag));
-            sh(Command::new("docker").args(["push", "-q", &tag]));
-            let digests = sh(Command::new("docker").args([
-                "inspect",
-                "--format",
-                "{{range .RepoDigests}}{{println .}}{{end}}",
-                &tag,
-            ]));
-            let digest = digests
-                .lines()
-                .find_map(|l| l.split_once('@').map(|(_, d)| d.to_string()))
-                .unwrap();
-            sh(Command::new("docker").args(["rmi", "-f", &tag]));
-            (
-                ImageRef::parse(&tag).unwrap(),
-                Digest::parse(&digest).unwrap(),
-            )
+            push_image(&tar, r#"["/bin/cacheon"]"#, "mock")
         })
         .await
         .clone()
 }
 
+/// The same files with a busybox shell as the entrypoint: the command is a script.
+async fn shell_image() -> (ImageRef, Digest) {
+    static SHELL: OnceCell<(ImageRef, Digest)> = OnceCell::const_new();
+    SHELL
+        .get_or_init(|| async {
+            let dir = tempfile::tempdir().unwrap();
+            let tar = support::rootfs_tar(dir.path(), false, &["/bin/busybox"]);
+            push_image(&tar, r#"["/bin/busybox", "sh", "-c"]"#, "shell")
+        })
+        .await
+        .clone()
+}
+
+/// Pulls allowed from the tests' loopback registries only, with `size_limit`.
+fn policy(size_limit: u64) -> PullPolicy {
+    PullPolicy {
+        size_limit,
+        timeout: Duration::from_secs(60),
+        stall: Duration::from_secs(30),
+        registries: RegistryPolicy {
+            auth: Vec::new(),
+            allow_hosts: vec![REGISTRY.into(), "localhost".into()],
+        },
+    }
+}
+
 fn config(network: &str, models: &Path) -> SandboxConfig {
     SandboxConfig {
         network: network.into(),
+        bridge: None,
+        user: "10001:10001".into(),
+        scratch_bytes: 16 << 20,
         models_dir: models.to_path_buf(),
         gpus: Gpus::None,
         shm_bytes: 64 << 20,
@@ -90,6 +126,7 @@ fn labels(round: &str, role: &str) -> Labels {
         round: round.into(),
         submission: "5F3sa2TJAWMqDhXG6jhV4N8ko9SxwGy8TpaNS1repo5EYjQX:100".into(),
         role: role.into(),
+        pod: "pod-sandbox-test".into(),
     }
 }
 
@@ -111,7 +148,7 @@ async fn containers_of_round(engine: &Engine, round: &str) -> usize {
 async fn pulled(engine: &Engine) -> String {
     let (image, digest) = test_image().await;
     engine
-        .pull(&image, &digest, None, 1 << 30, &|_| {})
+        .pull(&image, &digest, &policy(1 << 30), &|_| {})
         .await
         .unwrap()
 }
@@ -165,6 +202,9 @@ async fn pulled_by_digest_sandboxed_healthy_streaming_then_removed() {
         .await
         .unwrap();
     let host = inspect.host_config.clone().unwrap();
+    let env = inspect.config.clone().unwrap().env.unwrap();
+    assert!(env.contains(&"NVIDIA_VISIBLE_DEVICES=void".to_string()), "{env:?}");
+    assert!(env.contains(&"HOME=/tmp".to_string()), "{env:?}");
     assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
     assert!(host.cap_add.unwrap_or_default().is_empty());
     assert!(host
@@ -219,6 +259,15 @@ async fn pulled_by_digest_sandboxed_healthy_streaming_then_removed() {
             .unwrap()
     };
     assert!(exec("test -f /models/config.json").status.success());
+    // A read-only root, a small tmpfs for scratch, and not root.
+    assert!(!exec("echo x > /written").status.success());
+    assert!(exec("echo x > /tmp/scratch").status.success());
+    let id = exec("id -u");
+    assert_eq!(String::from_utf8_lossy(&id.stdout).trim(), "10001");
+    assert_eq!(host.readonly_rootfs, Some(true));
+    let log = host.log_config.clone().unwrap();
+    assert_eq!(log.typ.as_deref(), Some("json-file"));
+    assert_eq!(log.config.unwrap()["max-size"], "4096");
     assert!(!exec("echo x > /models/written").status.success());
     let out = exec("/bin/busybox nc -w 3 1.1.1.1 80 </dev/null");
     assert!(!out.status.success(), "reached 1.1.1.1 from the sandbox");
@@ -237,7 +286,7 @@ async fn too_big_and_wrong_digest_are_refused_before_running() {
 
     // The registry's layer sizes exceed a small limit: refused without pulling.
     let err = engine
-        .pull(&image, &digest, None, 1000, &|_| {})
+        .pull(&image, &digest, &policy(1000), &|_| {})
         .await
         .unwrap_err();
     assert!(matches!(err, ContainerError::ImageTooLarge { .. }), "{err}");
@@ -250,7 +299,7 @@ async fn too_big_and_wrong_digest_are_refused_before_running() {
     // A committed digest the registry does not serve for this image.
     let other = Digest::parse(&format!("sha256:{}", "0".repeat(64))).unwrap();
     let err = engine
-        .pull(&image, &other, None, 1 << 30, &|_| {})
+        .pull(&image, &other, &policy(1 << 30), &|_| {})
         .await
         .unwrap_err();
     assert_eq!(
@@ -272,7 +321,7 @@ async fn too_big_and_wrong_digest_are_refused_before_running() {
     let fake = ImageRef::parse(&format!("{lying}/miner/x:v1")).unwrap();
     let claimed = Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap();
     let err = engine
-        .pull(&fake, &claimed, None, 1 << 30, &|_| {})
+        .pull(&fake, &claimed, &policy(1 << 30), &|_| {})
         .await
         .unwrap_err();
     assert!(
@@ -283,7 +332,7 @@ async fn too_big_and_wrong_digest_are_refused_before_running() {
     // An unknown image.
     let missing = ImageRef::parse(&format!("{REGISTRY}/cacheon-test/absent:v1")).unwrap();
     let err = engine
-        .pull(&missing, &digest, None, 1 << 30, &|_| {})
+        .pull(&missing, &digest, &policy(1 << 30), &|_| {})
         .await
         .unwrap_err();
     assert_eq!(
@@ -377,7 +426,7 @@ async fn leftovers_of_a_dead_pod_are_reaped() {
     // Pulled in the background, as the pod prefetches the next contestant.
     let (image, digest) = test_image().await;
     let pinned = engine
-        .prefetch(image, digest, None, 1 << 30)
+        .prefetch(image, digest, policy(1 << 30))
         .await
         .unwrap()
         .unwrap();
@@ -393,6 +442,336 @@ async fn leftovers_of_a_dead_pod_are_reaped() {
     // The pod died: nobody tears this container down.
     std::mem::forget(orphan);
     assert_eq!(containers_of_round(&engine, "r-orphan").await, 1);
-    assert!(engine.reap().await.unwrap() >= 1);
+    // Another pod's reaping leaves it alone; this pod's removes it.
+    assert_eq!(engine.reap("some-other-pod").await.unwrap(), 0);
+    assert_eq!(containers_of_round(&engine, "r-orphan").await, 1);
+    assert!(engine.reap("pod-sandbox-test").await.unwrap() >= 1);
     assert_eq!(containers_of_round(&engine, "r-orphan").await, 0);
+}
+
+/// A loopback listener that counts connections; each gets `answer` (raw HTTP) or, with
+/// `None`, is held open without a byte (a stalling peer).
+async fn listener(answer: Option<String>) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let port = l.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = l.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                match answer {
+                    Some(a) => {
+                        let _ = socket.write_all(a.as_bytes()).await;
+                    }
+                    None => tokio::time::sleep(Duration::from_secs(3600)).await,
+                }
+            });
+        }
+    });
+    (port, hits)
+}
+
+fn hits(h: &std::sync::atomic::AtomicUsize) -> usize {
+    h.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_registries_are_the_miners_fault_and_learn_nothing() {
+    let _turn = TURN.lock().await;
+    let engine = Engine::connect().await.unwrap();
+    let digest = Digest::parse(&format!("sha256:{}", "b".repeat(64))).unwrap();
+    let image = |port: u16| ImageRef::parse(&format!("localhost:{port}/miner/x:v1")).unwrap();
+
+    // A registry answering 500.
+    let (port, _) = listener(Some(
+        "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n".into(),
+    ))
+    .await;
+    let err = engine
+        .pull(&image(port), &digest, &policy(1 << 30), &|_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.blame(), Blame::Miner(DisqualifyReason::PullFailed), "{err}");
+
+    // A registry that accepts and never answers: the pull's own deadline ends it.
+    let (port, stalled) = listener(None).await;
+    let short = PullPolicy {
+        timeout: Duration::from_secs(2),
+        ..policy(1 << 30)
+    };
+    let t = std::time::Instant::now();
+    let err = engine
+        .pull(&image(port), &digest, &short, &|_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.blame(), Blame::Miner(DisqualifyReason::PullFailed), "{err}");
+    assert!(hits(&stalled) >= 1);
+    println!("stalling registry: refused after {:?}", t.elapsed());
+
+    // A registry whose token realm is another host: the credentials configured for the
+    // registry are never sent there (nor is anything else).
+    let (realm_port, realm_hits) = listener(Some(
+        "HTTP/1.1 200 OK\r\ncontent-length: 15\r\n\r\n{\"token\":\"t\"}\r\n".into(),
+    ))
+    .await;
+    let (port, _) = listener(Some(format!(
+        "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer realm=\"http://127.0.0.1:{realm_port}/token\",service=\"x\",scope=\"repository:miner/x:pull\"\r\ncontent-length: 0\r\n\r\n"
+    )))
+    .await;
+    let with_creds = PullPolicy {
+        registries: RegistryPolicy {
+            auth: vec![RegistryAuth {
+                host: format!("localhost:{port}"),
+                credentials: Credentials {
+                    username: "operator".into(),
+                    password: "secret".into(),
+                },
+            }],
+            allow_hosts: vec!["localhost".into()],
+        },
+        ..policy(1 << 30)
+    };
+    let err = engine
+        .pull(&image(port), &digest, &with_creds, &|_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.blame(), Blame::Miner(DisqualifyReason::PullDenied), "{err}");
+    assert_eq!(hits(&realm_hits), 0, "the foreign realm was contacted");
+
+    // A loopback registry the operator did not allow: refused before any request.
+    let (port, contacted) = listener(Some(
+        "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".into(),
+    ))
+    .await;
+    let strict = PullPolicy {
+        registries: RegistryPolicy::default(),
+        ..policy(1 << 30)
+    };
+    let local = ImageRef::parse(&format!("127.0.0.1:{port}/miner/x:v1")).unwrap();
+    let err = engine
+        .pull(&local, &digest, &strict, &|_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.blame(), Blame::Miner(DisqualifyReason::PullDenied), "{err}");
+    assert_eq!(hits(&contacted), 0);
+
+    // An index with the committed digest whose linux/amd64 entry is served as other bytes.
+    let (index_ref, index_digest) = swapping_index_registry().await;
+    let err = engine
+        .pull(&index_ref, &index_digest, &policy(1 << 30), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ContainerError::DigestMismatch { .. }), "{err}");
+}
+
+/// A registry serving an index (under its true digest) that names a platform manifest,
+/// and other bytes when that manifest is asked for.
+async fn swapping_index_registry() -> (ImageRef, Digest) {
+    use axum::routing::get;
+    use sha2::Digest as _;
+    let child = format!("sha256:{}", "c".repeat(64));
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{child}","size":100,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#
+    );
+    let index_digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(index.as_bytes())));
+    let swapped = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:00","size":10},"layers":[]}"#;
+    let want = index_digest.clone();
+    let app = axum::Router::new().route(
+        "/v2/{*rest}",
+        get(move |axum::extract::Path(rest): axum::extract::Path<String>| {
+            let (index, want) = (index.clone(), want.clone());
+            async move {
+                if rest.ends_with(&want) {
+                    index
+                } else {
+                    swapped.to_string()
+                }
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (
+        ImageRef::parse(&format!("localhost:{port}/miner/idx:v1")).unwrap(),
+        Digest::parse(&index_digest).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_that_expands_past_the_limit_is_refused_and_removed() {
+    let _turn = TURN.lock().await;
+    let engine = Engine::connect().await.unwrap();
+    // 64 MiB of zeros: a few hundred KiB compressed at the registry.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let f = std::fs::File::create(root.join("zeros")).unwrap();
+    f.set_len(64 << 20).unwrap();
+    let tar = dir.path().join("bomb.tar");
+    sh(Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg("."));
+    let (image, digest) = push_image(&tar, r#"["/zeros"]"#, "bomb");
+    let err = engine
+        .pull(&image, &digest, &policy(8 << 20), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ContainerError::ImageTooLarge { .. }), "{err}");
+    assert_eq!(err.blame(), Blame::Miner(DisqualifyReason::ImageTooLarge));
+    // Nothing of it is left on the engine's disk.
+    let gone = Command::new("docker")
+        .args(["image", "inspect", &image.pinned(&digest)])
+        .output()
+        .unwrap();
+    assert!(!gone.status.success(), "the refused image is still there");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_servers_end_with_their_own_reason_and_leave_nothing() {
+    let _turn = TURN.lock().await;
+    let engine = Engine::connect().await.unwrap();
+    let models = tempfile::tempdir().unwrap();
+    let cfg = SandboxConfig {
+        startup_timeout: Duration::from_secs(4),
+        ..config("cacheon-test-sandbox", models.path())
+    };
+
+    // An entrypoint that does not exist: the image's fault, not the engine's.
+    let dir = tempfile::tempdir().unwrap();
+    let tar = support::rootfs_tar(dir.path(), false, &["/bin/busybox"]);
+    let (image, digest) = push_image(&tar, r#"["/bin/nonexistent"]"#, "bad-entrypoint");
+    let pinned = engine
+        .pull(&image, &digest, &policy(1 << 30), &|_| {})
+        .await
+        .unwrap();
+    let err = engine
+        .start(&pinned, &[], &labels("r-bad-entry", "challenger"), &cfg)
+        .await
+        .unwrap_err();
+    assert_eq!(err.blame(), Blame::Miner(DisqualifyReason::StartFailed), "{err}");
+    engine.ping().await.unwrap();
+
+    // /health redirects to a listener on this machine: never followed.
+    let (port, reached) = listener(Some(
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".into(),
+    ))
+    .await;
+    let mock = pulled(&engine).await;
+    let redirecting = engine
+        .start(
+            &mock,
+            &mock_miner("8000", &["--fault", &format!("redirect-health:{port}")]),
+            &labels("r-redirect", "challenger"),
+            &cfg,
+        )
+        .await
+        .unwrap();
+    let err = redirecting.wait_healthy().await.unwrap_err();
+    assert_eq!(err.blame(), Blame::Miner(DisqualifyReason::Redirected), "{err}");
+    assert_eq!(hits(&reached), 0, "the redirect was followed");
+    redirecting.teardown().await.unwrap();
+
+    let shell = {
+        let (image, digest) = shell_image().await;
+        engine
+            .pull(&image, &digest, &policy(1 << 30), &|_| {})
+            .await
+            .unwrap()
+    };
+    let run = |script: &str, round: &str| {
+        let (engine, shell, cfg) = (&engine, &shell, &cfg);
+        let script = script.to_string();
+        let round = round.to_string();
+        async move {
+            engine
+                .start(shell, &[script], &labels(&round, "challenger"), cfg)
+                .await
+                .unwrap()
+        }
+    };
+
+    // Memory exhaustion: killed by the engine at the limit.
+    let hog = run("a=0123456789abcdef; while :; do a=$a$a; done", "r-hog").await;
+    let err = hog.wait_healthy().await.unwrap_err();
+    assert_eq!(err.blame(), Blame::Miner(DisqualifyReason::OomKilled), "{err}");
+    hog.teardown().await.unwrap();
+
+    // A fork bomb: held at the pids limit; the engine still answers and removes it.
+    let bomb = run("f(){ f|f& }; f; sleep 600", "r-fork").await;
+    let err = bomb.wait_healthy().await.unwrap_err();
+    assert!(
+        matches!(
+            err.blame(),
+            Blame::Miner(DisqualifyReason::Unhealthy | DisqualifyReason::Crashed)
+        ),
+        "{err}"
+    );
+    engine.ping().await.unwrap();
+    bomb.teardown().await.unwrap();
+
+    // Writing until the disk is full: the root is read-only and /tmp is a small tmpfs.
+    let filler = run(
+        "dd if=/dev/zero of=/tmp/fill bs=1M; dd if=/dev/zero of=/fill bs=1M count=1; sleep 600",
+        "r-disk",
+    )
+    .await;
+    let err = filler.wait_healthy().await.unwrap_err();
+    assert_eq!(err.blame(), Blame::Miner(DisqualifyReason::Unhealthy), "{err}");
+    let du = Command::new("docker")
+        .args(["exec", &filler.id, "/bin/busybox", "du", "-sk", "/tmp"])
+        .output()
+        .unwrap();
+    let kib: u64 = String::from_utf8_lossy(&du.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(kib <= 16 << 10, "/tmp holds {kib} KiB, over its 16 MiB");
+    let sized = engine
+        .docker()
+        .inspect_container(
+            &filler.id,
+            Some(InspectContainerOptions { size: true }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sized.size_rw.unwrap_or(0), 0, "the writable layer grew");
+    println!("disk filler: /tmp {kib} KiB, writable layer 0 bytes");
+    filler.teardown().await.unwrap();
+
+    // A log flood: the engine keeps one capped file; teardown reads a bounded tail.
+    let flood = run(
+        "while :; do echo 0123456789012345678901234567890123456789012345678901234567890123; done",
+        "r-flood",
+    )
+    .await;
+    let err = flood.wait_healthy().await.unwrap_err();
+    assert_eq!(err.blame(), Blame::Miner(DisqualifyReason::Unhealthy), "{err}");
+    let path = engine
+        .docker()
+        .inspect_container(&flood.id, None::<InspectContainerOptions>)
+        .await
+        .unwrap()
+        .log_path
+        .unwrap();
+    let on_disk = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    // The driver rotates at max-size; a line may straddle it.
+    assert!(on_disk <= 4096 + 1024, "log file {on_disk} bytes");
+    let logs = flood.teardown().await.unwrap();
+    assert!(logs.len() <= 4096);
+    println!("log flood: {on_disk} bytes on disk, {} kept", logs.len());
+
+    for round in ["r-bad-entry", "r-redirect", "r-hog", "r-fork", "r-disk", "r-flood"] {
+        assert_eq!(containers_of_round(&engine, round).await, 0, "{round}");
+    }
 }

@@ -1,20 +1,50 @@
 //! The Docker engine as the pod uses it: pull by digest with the size and digest checks,
-//! the sandbox network, and the reaping of leftovers from a previous pod.
+//! a deadline and a byte budget; the sandbox network; image removal; and the reaping of
+//! this pod's leftovers.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
 use bollard::models::NetworkCreateRequest;
 use bollard::query_parameters::{
     CreateImageOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder,
 };
 use bollard::Docker;
 use cacheon_core::reference::{Digest, ImageRef};
 use futures_util::StreamExt;
 
 use crate::error::{engine, ContainerError};
-use crate::registry::{self, Credentials};
-use crate::sandbox::LABEL_ROLE;
+use crate::registry::{self, Location, RegistryPolicy};
+use crate::sandbox::{LABEL_POD, LABEL_ROLE};
+
+/// The Docker option that names a bridge network's Linux interface.
+pub const BRIDGE_OPTION: &str = "com.docker.network.bridge.name";
+
+/// Everything a pull is held to.
+#[derive(Debug, Clone)]
+pub struct PullPolicy {
+    /// Bytes the image may take, compressed at the registry, downloaded, and unpacked
+    /// (SPEC §8: 20 GB).
+    pub size_limit: u64,
+    /// The whole pull, first byte to last.
+    pub timeout: Duration,
+    /// Longest wait for the next progress event from the engine.
+    pub stall: Duration,
+    pub registries: RegistryPolicy,
+}
+
+impl Default for PullPolicy {
+    fn default() -> Self {
+        Self {
+            size_limit: 20_000_000_000,
+            timeout: Duration::from_secs(30 * 60),
+            stall: Duration::from_secs(300),
+            registries: RegistryPolicy::default(),
+        }
+    }
+}
 
 /// A pull's progress, for logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +71,9 @@ impl Engine {
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .timeout(std::time::Duration::from_secs(60))
+            // The registry is the miner's: nothing it says moves our requests elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .build()
             .map_err(|e| ContainerError::Engine(e.to_string()))?;
         Ok(Self { docker, http })
@@ -50,44 +83,113 @@ impl Engine {
         &self.docker
     }
 
+    /// Whether the engine answers at all.
+    pub async fn ping(&self) -> Result<(), ContainerError> {
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| ContainerError::Engine(format!("engine unreachable: {e}")))
+    }
+
     /// Pulls `image@digest` after checking, at the registry, that the digest is what it
-    /// serves and that the layers fit in `size_limit`; then checks the engine's view (repo
-    /// digest and unpacked size). Returns the pinned reference to run.
+    /// serves and that the layers fit in the size limit; then checks the engine's view (repo
+    /// digest and unpacked size). Returns the pinned reference to run. A pull that fails a
+    /// check or its deadline leaves no image behind.
     pub async fn pull(
         &self,
         image: &ImageRef,
         digest: &Digest,
-        creds: Option<&Credentials>,
-        size_limit: u64,
+        policy: &PullPolicy,
         progress: &(dyn Fn(PullProgress) + Sync),
     ) -> Result<String, ContainerError> {
-        let compressed = registry::image_size(&self.http, image, digest, creds).await?;
-        if compressed > size_limit {
-            return Err(ContainerError::ImageTooLarge {
+        let pinned = image.pinned(digest);
+        // One deadline for everything the registry and the engine do: a registry that
+        // stalls any step cannot hold the pod longer.
+        let pulled = tokio::time::timeout(policy.timeout, async {
+            let compressed =
+                registry::image_size(&self.http, image, digest, &policy.registries).await?;
+            if compressed > policy.size_limit {
+                return Err(ContainerError::ImageTooLarge {
+                    image: image.to_string(),
+                    bytes: compressed,
+                    limit: policy.size_limit,
+                });
+            }
+            self.download(image, &pinned, policy, progress).await?;
+            self.verify(image, digest, policy.size_limit).await
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(ContainerError::PullFailed {
                 image: image.to_string(),
-                bytes: compressed,
-                limit: size_limit,
+                reason: format!("not pulled within {:?}", policy.timeout),
+            })
+        });
+        if let Err(e) = pulled {
+            self.remove_image(&pinned).await;
+            return Err(e);
+        }
+        Ok(pinned)
+    }
+
+    /// The engine's pull, watched: every progress event must come within `stall`, and the
+    /// bytes downloaded may not pass the size limit (the registry's sizes were only a claim).
+    async fn download(
+        &self,
+        image: &ImageRef,
+        pinned: &str,
+        policy: &PullPolicy,
+        progress: &(dyn Fn(PullProgress) + Sync),
+    ) -> Result<(), ContainerError> {
+        let options = CreateImageOptionsBuilder::new().from_image(pinned).build();
+        // Credentials go to the engine only for the host they belong to.
+        let host = Location::of(image).host;
+        let credentials = policy
+            .registries
+            .credentials_for(&host)
+            .map(|c| DockerCredentials {
+                username: Some(c.username.clone()),
+                password: Some(c.password.clone()),
+                serveraddress: Some(host.clone()),
+                ..Default::default()
+            });
+        let mut stream = self.docker.create_image(Some(options), None, credentials);
+        let mut downloaded: HashMap<String, u64> = HashMap::new();
+        loop {
+            let event = match tokio::time::timeout(policy.stall, stream.next()).await {
+                Err(_) => {
+                    return Err(ContainerError::PullFailed {
+                        image: image.to_string(),
+                        reason: format!("no progress for {:?}", policy.stall),
+                    })
+                }
+                Ok(None) => return Ok(()),
+                Ok(Some(event)) => event,
+            };
+            let info = event.map_err(|e| classify_pull(image, e))?;
+            if info.status.as_deref() == Some("Downloading") {
+                if let (Some(id), Some(current)) = (
+                    info.id.clone(),
+                    info.progress_detail.as_ref().and_then(|d| d.current),
+                ) {
+                    let layer = downloaded.entry(id).or_default();
+                    *layer = (*layer).max(u64::try_from(current).unwrap_or(0));
+                }
+                let total: u64 = downloaded.values().sum();
+                if total > policy.size_limit {
+                    return Err(ContainerError::ImageTooLarge {
+                        image: image.to_string(),
+                        bytes: total,
+                        limit: policy.size_limit,
+                    });
+                }
+            }
+            progress(PullProgress {
+                status: info.status.unwrap_or_default(),
+                layer: info.id,
             });
         }
-        let pinned = image.pinned(digest);
-        let options = CreateImageOptionsBuilder::new().from_image(&pinned).build();
-        let credentials = creds.map(|c| DockerCredentials {
-            username: Some(c.username.clone()),
-            password: Some(c.password.clone()),
-            ..Default::default()
-        });
-        let mut stream = self.docker.create_image(Some(options), None, credentials);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(info) => progress(PullProgress {
-                    status: info.status.unwrap_or_default(),
-                    layer: info.id,
-                }),
-                Err(e) => return Err(classify_pull(image, e)),
-            }
-        }
-        self.verify(image, digest, size_limit).await?;
-        Ok(pinned)
     }
 
     /// Starts pulling the next contestant's image while the current one runs; await the
@@ -96,17 +198,31 @@ impl Engine {
         &self,
         image: ImageRef,
         digest: Digest,
-        creds: Option<Credentials>,
-        size_limit: u64,
+        policy: PullPolicy,
     ) -> tokio::task::JoinHandle<Result<String, ContainerError>> {
         let engine = self.clone();
         tokio::spawn(async move {
             engine
-                .pull(&image, &digest, creds.as_ref(), size_limit, &|p| {
+                .pull(&image, &digest, &policy, &|p| {
                     tracing::debug!(status = %p.status, layer = ?p.layer, "prefetch");
                 })
                 .await
         })
+    }
+
+    /// Removes a pulled image (best effort: a failure is logged, the next pod's disk check
+    /// catches what is left).
+    pub async fn remove_image(&self, reference: &str) {
+        let options = RemoveImageOptionsBuilder::new().force(true).build();
+        match self
+            .docker
+            .remove_image(reference, Some(options), None)
+            .await
+        {
+            Ok(_) => tracing::debug!(image = reference, "image removed"),
+            Err(e) if e.to_string().contains("No such image") => {}
+            Err(e) => tracing::warn!(image = reference, "could not remove image: {e}"),
+        }
     }
 
     /// The engine's own view of a pulled image: it must carry the committed repo digest and
@@ -135,8 +251,15 @@ impl Engine {
         Ok(())
     }
 
-    /// Creates the internal (no egress) network if it is missing.
-    pub async fn ensure_network(&self, name: &str) -> Result<(), ContainerError> {
+    /// Creates the internal (no egress, no IPv6) network if it is missing, on the Linux
+    /// bridge `bridge` when one is named: the host's firewall rule (scripts/gpu_setup)
+    /// matches that fixed interface name, so re-creating the network cannot silently
+    /// escape it. An existing network must match.
+    pub async fn ensure_network(
+        &self,
+        name: &str,
+        bridge: Option<&str>,
+    ) -> Result<(), ContainerError> {
         if let Ok(existing) = self
             .docker
             .inspect_network(
@@ -150,11 +273,32 @@ impl Engine {
                     "network {name} exists but is not internal; refusing to run miners on it"
                 )));
             }
+            if existing.enable_ipv6 == Some(true) {
+                return Err(ContainerError::Network(format!(
+                    "network {name} has IPv6 enabled; refusing to run miners on it"
+                )));
+            }
+            let actual = existing
+                .options
+                .as_ref()
+                .and_then(|o| o.get(BRIDGE_OPTION))
+                .map(String::as_str);
+            if let Some(want) = bridge {
+                if actual != Some(want) {
+                    return Err(ContainerError::Network(format!(
+                        "network {name} is on bridge {actual:?}, not {want}: the host's \
+                         firewall rule would not apply; remove the network and let the pod \
+                         create it"
+                    )));
+                }
+            }
             return Ok(());
         }
         let request = NetworkCreateRequest {
             name: name.to_string(),
             internal: Some(true),
+            enable_ipv6: Some(false),
+            options: bridge.map(|b| HashMap::from([(BRIDGE_OPTION.to_string(), b.to_string())])),
             labels: Some(HashMap::from([(
                 LABEL_ROLE.to_string(),
                 "network".to_string(),
@@ -163,18 +307,19 @@ impl Engine {
         };
         match self.docker.create_network(request).await {
             Ok(_) => Ok(()),
-            // Created concurrently by another pod process: fine if it is internal.
+            // Created concurrently by another pod process: fine if it matches.
             Err(e) if e.to_string().contains("already exists") => {
-                Box::pin(self.ensure_network(name)).await
+                Box::pin(self.ensure_network(name, bridge)).await
             }
             Err(e) => Err(ContainerError::Network(e.to_string())),
         }
     }
 
-    /// Removes every container a previous pod left behind (anything labelled by us).
-    /// Returns how many were removed.
-    pub async fn reap(&self) -> Result<usize, ContainerError> {
-        let filters = HashMap::from([("label", vec![LABEL_ROLE])]);
+    /// Removes every container this pod (`pod_id`, also a previous run of it) left behind;
+    /// other pods' containers on the same engine are not touched. Returns how many.
+    pub async fn reap(&self, pod_id: &str) -> Result<usize, ContainerError> {
+        let mine = format!("{LABEL_POD}={pod_id}");
+        let filters = HashMap::from([("label", vec![LABEL_ROLE, mine.as_str()])]);
         let options = ListContainersOptionsBuilder::new()
             .all(true)
             .filters(&filters)

@@ -13,6 +13,8 @@ pub enum ContainerError {
     ImageNotFound { image: String },
     #[error("pulling {image} was denied: {reason}")]
     PullDenied { image: String, reason: String },
+    #[error("pulling {image} failed: {reason}")]
+    PullFailed { image: String, reason: String },
     #[error("{image}: the registry serves {found}, not the committed {expected}")]
     DigestMismatch {
         image: String,
@@ -25,22 +27,26 @@ pub enum ContainerError {
         bytes: u64,
         limit: u64,
     },
+    #[error("the engine could not start the image: {0}")]
+    StartFailed(String),
     #[error("the container exited with code {exit_code} before it was healthy")]
     Crashed { exit_code: i64 },
     #[error("the container was killed for using more memory than allowed")]
     OomKilled,
     #[error("the container did not answer GET /health with 200 within {0:?}")]
     NeverHealthy(Duration),
+    #[error("GET /health answered {status} to `{location}`; redirects are not followed")]
+    Redirected { status: u16, location: String },
 
     // Ours.
     #[error("Docker engine: {0}")]
     Engine(String),
+    /// Out of disk while unpacking. Ours, unless the pod checked that the disk had room for
+    /// a whole image before the pull (then the image grew past its budget): the pod decides.
     #[error("no space left for images: {0}")]
     DiskFull(String),
     #[error("sandbox network setup failed: {0}")]
     Network(String),
-    #[error("registry unreachable: {0}")]
-    Registry(String),
     #[error("GPUs not released in time: {0}")]
     GpuBusy(String),
 }
@@ -58,12 +64,15 @@ impl ContainerError {
         match self {
             E::ImageNotFound { .. } => Blame::Miner(DisqualifyReason::ImageNotFound),
             E::PullDenied { .. } => Blame::Miner(DisqualifyReason::PullDenied),
+            E::PullFailed { .. } => Blame::Miner(DisqualifyReason::PullFailed),
+            E::StartFailed(_) => Blame::Miner(DisqualifyReason::StartFailed),
+            E::Redirected { .. } => Blame::Miner(DisqualifyReason::Redirected),
             E::DigestMismatch { .. } => Blame::Miner(DisqualifyReason::DigestMismatch),
             E::ImageTooLarge { .. } => Blame::Miner(DisqualifyReason::ImageTooLarge),
             E::Crashed { .. } => Blame::Miner(DisqualifyReason::Crashed),
             E::OomKilled => Blame::Miner(DisqualifyReason::OomKilled),
             E::NeverHealthy(_) => Blame::Miner(DisqualifyReason::Unhealthy),
-            E::Engine(_) | E::DiskFull(_) | E::Network(_) | E::Registry(_) | E::GpuBusy(_) => {
+            E::Engine(_) | E::DiskFull(_) | E::Network(_) | E::GpuBusy(_) => {
                 Blame::Infra(InfraReason::EngineFailure)
             }
         }

@@ -1,12 +1,17 @@
 //! One untrusted server in its sandbox (SPEC §8): created with every restriction, watched
 //! until healthy or dead, and always torn down — by `teardown`, or by `Drop` when the caller
 //! is cancelled, so no path leaves a container running next to the GPUs.
+//!
+//! Every limit is one the engine enforces, not one the miner is asked to respect: a
+//! read-only root filesystem with a size-limited tmpfs for scratch, a fixed non-root user,
+//! logs capped on disk by the log driver, pids and memory limits, the NVIDIA toolkit's
+//! environment set by us (an image's own `NVIDIA_*` cannot widen what it gets).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
     StopContainerOptionsBuilder,
@@ -20,6 +25,10 @@ use crate::error::{engine as engine_error, ContainerError};
 pub const LABEL_ROUND: &str = "cacheon.round";
 pub const LABEL_SUBMISSION: &str = "cacheon.submission";
 pub const LABEL_ROLE: &str = "cacheon.role";
+/// The pod that started a container: `reap` removes only its own.
+pub const LABEL_POD: &str = "cacheon.pod";
+/// Where the tmpfs is mounted, and `HOME`.
+pub const SCRATCH: &str = "/tmp";
 /// The port every server listens on (the miner API contract).
 pub const PORT: u16 = 8000;
 
@@ -37,6 +46,13 @@ pub enum Gpus {
 pub struct SandboxConfig {
     /// The internal network (no egress) containers join.
     pub network: String,
+    /// The Linux bridge the network is created on (`None`: Docker picks `br-<id>`, for
+    /// tests that run several networks side by side).
+    pub bridge: Option<String>,
+    /// `uid:gid` the server runs as; never root.
+    pub user: String,
+    /// Size of the tmpfs at `/tmp`, the only writable place besides `/dev/shm`.
+    pub scratch_bytes: i64,
     /// Host directory mounted read-only at `/models`.
     pub models_dir: PathBuf,
     pub gpus: Gpus,
@@ -54,6 +70,9 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
             network: "cacheon-sandbox".into(),
+            bridge: Some("cacheon0".into()),
+            user: "10001:10001".into(),
+            scratch_bytes: 32 << 30,
             models_dir: PathBuf::from("/workspace/models/Qwen2.5-72B-Instruct"),
             gpus: Gpus::All,
             shm_bytes: 16 << 30,
@@ -74,6 +93,8 @@ pub struct Labels {
     pub submission: String,
     /// `king`, `challenger` or `baseline`.
     pub role: String,
+    /// The pod's id.
+    pub pod: String,
 }
 
 /// A started container. Dropping it without `teardown` still removes it (in the background).
@@ -108,8 +129,33 @@ pub fn container_body(
             ..Default::default()
         }]),
     };
+    let visible = match &cfg.gpus {
+        Gpus::All => "all".to_string(),
+        Gpus::Ids(ids) => ids.join(","),
+        Gpus::None => "void".to_string(),
+    };
+    let env = vec![
+        format!("NVIDIA_VISIBLE_DEVICES={visible}"),
+        "NVIDIA_DRIVER_CAPABILITIES=compute,utility".to_string(),
+        format!("HOME={SCRATCH}"),
+        format!("XDG_CACHE_HOME={SCRATCH}/.cache"),
+        format!("TMPDIR={SCRATCH}"),
+    ];
     let host_config = HostConfig {
         init: Some(true),
+        readonly_rootfs: Some(true),
+        tmpfs: Some(HashMap::from([(
+            SCRATCH.to_string(),
+            format!("rw,nosuid,nodev,size={},mode=1777", cfg.scratch_bytes),
+        )])),
+        // Bounded on disk by the engine: one file of at most `log_cap` bytes.
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([
+                ("max-size".to_string(), cfg.log_cap.max(4096).to_string()),
+                ("max-file".to_string(), "1".to_string()),
+            ])),
+        }),
         binds: Some(vec![format!("{}:/models:ro", cfg.models_dir.display())]),
         device_requests,
         shm_size: Some(cfg.shm_bytes),
@@ -130,7 +176,10 @@ pub fn container_body(
     ContainerCreateBody {
         image: Some(image.to_string()),
         cmd: (!args.is_empty()).then(|| args.to_vec()),
+        user: Some(cfg.user.clone()),
+        env: Some(env),
         labels: Some(HashMap::from([
+            (LABEL_POD.to_string(), labels.pod.clone()),
             (LABEL_ROUND.to_string(), labels.round.clone()),
             (LABEL_SUBMISSION.to_string(), labels.submission.clone()),
             (LABEL_ROLE.to_string(), labels.role.clone()),
@@ -149,14 +198,14 @@ impl Engine {
         labels: &Labels,
         cfg: &SandboxConfig,
     ) -> Result<Running, ContainerError> {
-        self.ensure_network(&cfg.network).await?;
+        self.ensure_network(&cfg.network, cfg.bridge.as_deref())
+            .await?;
         let body = container_body(image, args, labels, cfg);
         let options = CreateContainerOptionsBuilder::new().build();
-        let created = self
-            .docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(engine_error)?;
+        let created = match self.docker.create_container(Some(options), body).await {
+            Ok(created) => created,
+            Err(e) => return Err(self.start_error(e).await),
+        };
         let mut running = Running {
             engine: self.clone(),
             id: created.id,
@@ -165,13 +214,16 @@ impl Engine {
             removed: false,
         };
         // From here on, `running` removes the container on any early return.
-        self.docker
+        if let Err(e) = self
+            .docker
             .start_container(
                 &running.id,
                 None::<bollard::query_parameters::StartContainerOptions>,
             )
             .await
-            .map_err(engine_error)?;
+        {
+            return Err(self.start_error(e).await);
+        }
         let inspect = self
             .docker
             .inspect_container(
@@ -190,6 +242,21 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Whose fault a failed create or start is: the image's (a missing entrypoint, a bad
+    /// config) when the engine itself still answers, ours when it does not.
+    async fn start_error(&self, e: bollard::errors::Error) -> ContainerError {
+        let classified = engine_error(e);
+        if matches!(classified, ContainerError::DiskFull(_)) {
+            return classified;
+        }
+        match self.docker.ping().await {
+            Ok(_) => ContainerError::StartFailed(classified.to_string()),
+            Err(_) => classified,
+        }
+    }
+}
+
 impl Running {
     pub fn base_url(&self) -> String {
         format!("http://{}:{PORT}", self.ip)
@@ -201,6 +268,8 @@ impl Running {
         let deadline = Instant::now() + self.cfg.startup_timeout;
         let http = reqwest::Client::builder()
             .timeout(self.cfg.health_poll.max(Duration::from_millis(500)))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .build()
             .map_err(|e| ContainerError::Engine(e.to_string()))?;
         let url = format!("{}/health", self.base_url());
@@ -229,6 +298,17 @@ impl Running {
                     if r.status().is_success() {
                         return Ok(());
                     }
+                    if r.status().is_redirection() {
+                        let location = r
+                            .headers()
+                            .get(reqwest::header::LOCATION)
+                            .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(200).collect())
+                            .unwrap_or_default();
+                        return Err(ContainerError::Redirected {
+                            status: r.status().as_u16(),
+                            location,
+                        });
+                    }
                 }
             }
             if Instant::now() + self.cfg.health_poll >= deadline {
@@ -238,7 +318,8 @@ impl Running {
         }
     }
 
-    /// The last `log_cap` bytes of the container's stdout and stderr.
+    /// The last `log_cap` bytes of the container's stdout and stderr, read for at most
+    /// `LOG_READ_DEADLINE` (the log driver already caps the file at `log_cap`).
     pub async fn logs(&self) -> Vec<u8> {
         let options = LogsOptionsBuilder::new()
             .stdout(true)
@@ -247,7 +328,8 @@ impl Running {
             .build();
         let mut stream = self.engine.docker.logs(&self.id, Some(options));
         let mut kept: std::collections::VecDeque<u8> = std::collections::VecDeque::new();
-        while let Some(Ok(chunk)) = stream.next().await {
+        let deadline = Instant::now() + LOG_READ_DEADLINE;
+        while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, stream.next()).await {
             kept.extend(chunk.into_bytes().iter());
             let excess = kept.len().saturating_sub(self.cfg.log_cap);
             kept.drain(..excess);
@@ -255,10 +337,9 @@ impl Running {
         kept.into()
     }
 
-    /// Stops (SIGTERM, then SIGKILL after the grace period) and removes the container;
-    /// returns its last logs.
+    /// Stops (SIGTERM, then SIGKILL after the grace period), reads the last logs of the
+    /// stopped container (nothing more can be written), and removes it.
     pub async fn teardown(mut self) -> Result<Vec<u8>, ContainerError> {
-        let logs = self.logs().await;
         let grace = i32::try_from(self.cfg.stop_grace.as_secs()).unwrap_or(30);
         let stop = StopContainerOptionsBuilder::new().t(grace).build();
         // Already stopped is fine; removal below is what must succeed.
@@ -267,11 +348,15 @@ impl Running {
             .docker
             .stop_container(&self.id, Some(stop))
             .await;
+        let logs = self.logs().await;
         remove(&self.engine, &self.id).await?;
         self.removed = true;
         Ok(logs)
     }
 }
+
+/// Longest time spent reading one container's logs.
+const LOG_READ_DEADLINE: Duration = Duration::from_secs(15);
 
 async fn remove(engine: &Engine, id: &str) -> Result<(), ContainerError> {
     let force = RemoveContainerOptionsBuilder::new()

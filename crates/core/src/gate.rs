@@ -89,6 +89,8 @@ pub enum StreamFault {
     ByteCapExceeded,
     DeadlineExceeded,
     Stalled,
+    /// A 3xx answer; never followed.
+    Redirected,
 }
 
 /// Everything the gate looks at for one scored request.

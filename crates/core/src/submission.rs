@@ -165,13 +165,23 @@ coded_enum! {
     pub enum DisqualifyReason {
         ImageNotFound => "image_not_found",
         PullDenied => "pull_denied",
+        /// The image's registry failed, stalled, or sent more than the pull's byte budget
+        /// or time: the miner chose that registry.
+        PullFailed => "pull_failed",
         DigestMismatch => "digest_mismatch",
         ImageTooLarge => "image_too_large",
+        /// The engine could not start the image (missing entrypoint, bad image config).
+        StartFailed => "start_failed",
         Crashed => "crashed",
         OomKilled => "oom_killed",
         Unhealthy => "unhealthy",
+        /// The server answered with a redirect (`/health` or a request): never followed.
+        Redirected => "redirected",
         BrokenStream => "broken_stream",
         StreamStalled => "stream_stalled",
+        /// Requests ran past their deadline (a dripping server), or failed requests used up
+        /// the contestant's time budget.
+        RequestDeadline => "request_deadline",
         GateFailed => "gate_failed",
     }
 }

@@ -139,8 +139,9 @@ pub enum Measurement {
     },
 }
 
-/// Where a contestant's wall time went, in milliseconds, for the validator's own overhead.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a contestant's wall time went, in milliseconds, for the validator's own overhead
+/// and for the bound on how long one server can hold the pod.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepTimings {
     pub pull_ms: u64,
     pub startup_ms: u64,
@@ -148,6 +149,12 @@ pub struct StepTimings {
     pub teardown_ms: u64,
     /// Everything from the contestant's turn starting to its result being written.
     pub total_ms: u64,
+    /// Wall time of the requests that failed, together.
+    #[serde(default)]
+    pub failed_requests_ms: u64,
+    /// Set when the workload stopped early because the verdict was already certain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_early: Option<cacheon_harness::EarlyStop>,
 }
 
 /// `baseline.json`.

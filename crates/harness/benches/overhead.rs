@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use cacheon_core::prompts::{generate, BlockHash, Corpus, PromptSet, Templates, WorkloadShape};
 use cacheon_harness::metrics::percentile;
-use cacheon_harness::{run, HarnessConfig, Target};
+use cacheon_harness::{run, HarnessConfig, StopRule, Target};
 use cacheon_mockminer::{serve, FrameKind, MockConfig, Timeline};
 use tokio::time::Instant;
 
@@ -126,13 +126,13 @@ fn measure(rt: &tokio::runtime::Runtime, concurrency: usize, itl: Duration) -> R
         let target = Target::new(&mock.url, concurrency, cfg.connect_timeout).unwrap();
         // An unmeasured pass fills the mock's generation cache: the mock's own arithmetic
         // is not what this benchmark is about.
-        run(&target, &set, &cfg, Instant::now(), &|_| {})
+        run(&target, &set, &cfg, &StopRule::never(), Instant::now(), &|_| {})
             .await
             .unwrap();
         mock.timeline.clear();
         let epoch = Instant::now();
         (
-            run(&target, &set, &cfg, epoch, &|_| {}).await.unwrap(),
+            run(&target, &set, &cfg, &StopRule::never(), epoch, &|_| {}).await.unwrap(),
             epoch,
         )
     });

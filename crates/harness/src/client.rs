@@ -43,6 +43,9 @@ impl Target {
             .pool_max_idle_per_host(pool.max(1))
             .pool_idle_timeout(Duration::from_secs(300))
             .connect_timeout(connect_timeout)
+            // A server under test must not steer the validator anywhere else.
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .build()
             .map_err(|e| HarnessError::Client(e.to_string()))?;
         Ok(Self { base, client })

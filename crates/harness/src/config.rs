@@ -29,6 +29,15 @@ pub struct HarnessConfig {
     /// recorded as past their deadline, so a slow server cannot hold a round hostage.
     #[serde(with = "millis")]
     pub run_budget: Duration,
+    /// Slowest generation a request may show, in output tokens per second after the first
+    /// `stall_timeout`: each request's deadline is `stall_timeout + max_tokens /
+    /// min_token_rate` (never past `deadline`), so a server that drips one token just
+    /// inside every stall timeout fails in about a minute, not `deadline`. 0 disables it.
+    pub min_token_rate: f64,
+    /// Total wall time a contestant's failed requests may take before its run stops (see
+    /// `stop::StopRule`): bounds how long a stalling or dripping server holds the pod.
+    #[serde(with = "millis")]
+    pub fault_budget: Duration,
     /// Time one baseline request (tokenise, teacher-force) may take.
     #[serde(with = "millis")]
     pub baseline_timeout: Duration,
@@ -44,6 +53,17 @@ impl HarnessConfig {
         let n = self.max_tokens as usize;
         n + n / 8 + 4
     }
+
+    /// The total time one request may take (see `min_token_rate`).
+    pub fn request_deadline(&self) -> Duration {
+        if self.min_token_rate > 0.0 && self.min_token_rate.is_finite() {
+            let generation =
+                Duration::from_secs_f64(f64::from(self.max_tokens) / self.min_token_rate);
+            self.deadline.min(self.stall_timeout + generation)
+        } else {
+            self.deadline
+        }
+    }
 }
 
 impl Default for HarnessConfig {
@@ -54,10 +74,12 @@ impl Default for HarnessConfig {
             top_logprobs: 5,
             concurrency: 32,
             deadline: Duration::from_secs(300),
-            stall_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(30),
             byte_cap: 4 << 20,
             connect_timeout: Duration::from_secs(10),
             run_budget: Duration::from_secs(30 * 60),
+            min_token_rate: 4.0,
+            fault_budget: Duration::from_secs(90),
             baseline_timeout: Duration::from_secs(120),
             stop_tokens: vec!["<|im_end|>".into(), "<|endoftext|>".into()],
         }

@@ -228,7 +228,7 @@ pub async fn stream_chat(
     let body = request_body(cfg, messages);
     let dispatched = Instant::now();
     // The request's own deadline, and never past the end of the run's budget.
-    let deadline = (dispatched + cfg.deadline).min(epoch + cfg.run_budget);
+    let deadline = (dispatched + cfg.request_deadline()).min(epoch + cfg.run_budget);
     // Until the body is written, the request has not left; times are fixed up below.
     let mut record = StreamRecord::new(prompt_index, phase, nanos(dispatched - epoch));
     if dispatched >= deadline {
@@ -276,6 +276,20 @@ pub async fn stream_chat(
     record.headers_ns = Some(since(headers_at));
     let status = response.status();
     record.status = Some(status.as_u16());
+    if status.is_redirection() {
+        // Never followed (the client has no redirect policy): a redirect could point the
+        // validator at anything on its network.
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(200).collect::<String>())
+            .unwrap_or_default();
+        record.fail(
+            StreamFault::Redirected,
+            format!("HTTP {status} to `{location}` (redirects are not followed)"),
+        );
+        return record;
+    }
     if !status.is_success() {
         // At most the first 512 bytes of an error body, and only until the deadline: a
         // hostile server may send an endless one.
@@ -328,7 +342,7 @@ pub async fn stream_chat(
                 if Instant::now() >= deadline {
                     record.fail(
                         StreamFault::DeadlineExceeded,
-                        format!("stream still open after {:?}", cfg.deadline),
+                        format!("stream still open after {:?}", cfg.request_deadline()),
                     );
                 } else {
                     record.fail(

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use cacheon_core::gate::StreamFault;
-use cacheon_harness::{HarnessConfig, Target};
+use cacheon_harness::{HarnessConfig, StopCause, StopRule, Target};
 use cacheon_mockminer::{Fault, MockConfig, RunningMock};
 use common::{config, failed_checks, judge, miner, prompts, stream_faults, Judged};
 
@@ -217,4 +217,60 @@ async fn failing_and_slow_health_are_told_apart_from_healthy() {
         .wait_healthy(Duration::from_millis(100), poll)
         .await
         .is_err());
+}
+
+/// Runs `fault` under the pod's fail-fast rule at `min_pass_fraction` 0.95.
+async fn fail_fast(fault: Option<Fault>, cfg: &HarnessConfig) -> cacheon_harness::WorkloadRun {
+    let set = prompts(1, 8, 16);
+    let mock = RunningMock::start(miner(fault)).await.unwrap();
+    let target = Target::new(&mock.url(), cfg.concurrency, cfg.connect_timeout).unwrap();
+    let stop = StopRule::for_contestant(0.95, set.scored_count(), cfg.fault_budget);
+    assert_eq!(stop.max_failures, Some(1));
+    cacheon_harness::run(&target, &set, cfg, &stop, tokio::time::Instant::now(), &|_| {})
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalling_server_is_dropped_as_soon_as_its_verdict_is_certain() {
+    let cfg = HarnessConfig {
+        stall_timeout: Duration::from_millis(300),
+        ..config()
+    };
+    let run = fail_fast(Some(Fault::Stall(Duration::from_secs(3))), &cfg).await;
+    let early = run.stopped_early.clone().expect("stopped early");
+    assert_eq!(early.cause, StopCause::TooManyFailures);
+    // The warm-up and two scored requests failed; the 22 others were never sent.
+    assert_eq!((run.latency.len(), run.throughput.len()), (2, 0));
+    assert_eq!(early.failed, 2);
+    assert!(run
+        .scored()
+        .all(|r| r.fault == Some(StreamFault::Stalled)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dripping_server_spends_its_fault_budget_and_an_honest_one_runs_whole() {
+    // A token every 250 ms never trips a 400 ms stall timeout, but at a required 20 tokens/s
+    // each request's deadline is 0.4 + 48 / 20 = 2.8 s.
+    let cfg = HarnessConfig {
+        stall_timeout: Duration::from_millis(400),
+        min_token_rate: 20.0,
+        fault_budget: Duration::from_secs(5),
+        ..config()
+    };
+    assert_eq!(cfg.request_deadline(), Duration::from_millis(2800));
+    let t = std::time::Instant::now();
+    let run = fail_fast(Some(Fault::Drip(Duration::from_millis(250))), &cfg).await;
+    let early = run.stopped_early.clone().expect("stopped early");
+    assert_eq!(early.cause, StopCause::FaultBudget);
+    assert!(early.fault_ms >= 5000, "{early:?}");
+    assert!(run
+        .scored()
+        .all(|r| r.fault == Some(StreamFault::DeadlineExceeded)));
+    println!("dripping server stopped after {:?}: {early:?}", t.elapsed());
+
+    let honest = fail_fast(None, &cfg).await;
+    assert_eq!(honest.stopped_early, None);
+    assert_eq!((honest.latency.len(), honest.throughput.len()), (8, 16));
+    assert!(honest.scored().all(|r| r.fault.is_none()));
 }

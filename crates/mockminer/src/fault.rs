@@ -25,6 +25,9 @@ pub enum Fault {
     Burst,
     /// After three content chunks, go silent for this long, then go on.
     Stall(Duration),
+    /// Every content chunk after the first waits this much longer: a server that drips
+    /// tokens just inside the stall timeout.
+    Drip(Duration),
     /// Never finish: tokens forever, whatever `max_tokens` says.
     Endless,
     /// Ignore `max_tokens`: write four times as many tokens, then stop.
@@ -52,18 +55,24 @@ pub enum Fault {
     SlowHealth(Duration),
     /// `/health` answers 503.
     FailingHealth,
+    /// `/health` answers `302 Location: http://127.0.0.1:PORT/latest/meta-data/iam`: a
+    /// validator that followed it would probe its own machine.
+    RedirectHealth(u16),
 }
 
 impl Fault {
     /// Every spelling, for help texts.
     pub const NAMES: &'static str = "wrong-after:N, flip-ties:RATE, jitter:SIGMA, fake-logprobs, \
-        no-logprobs, truncate:N, burst, stall:MS, endless, overlong, lone-space, oversized-chunk:BYTES, invalid-utf8, \
+        no-logprobs, truncate:N, burst, stall:MS, drip:MS, endless, overlong, lone-space, oversized-chunk:BYTES, invalid-utf8, \
         malformed-json, error-mid-stream, no-done, no-finish-reason, http-500, garbage-sse, \
-        slow-health:MS, failing-health";
+        slow-health:MS, failing-health, redirect-health:PORT";
 
     /// Whether this fault only bends the health check (the chat API stays honest).
     pub fn is_health_only(&self) -> bool {
-        matches!(self, Fault::SlowHealth(_) | Fault::FailingHealth)
+        matches!(
+            self,
+            Fault::SlowHealth(_) | Fault::FailingHealth | Fault::RedirectHealth(_)
+        )
     }
 }
 
@@ -99,6 +108,7 @@ impl FromStr for Fault {
             "truncate" => Fault::Truncate(count()?),
             "burst" => Fault::Burst,
             "stall" => Fault::Stall(millis()?),
+            "drip" => Fault::Drip(millis()?),
             "endless" => Fault::Endless,
             "overlong" => Fault::Overlong,
             "lone-space" => Fault::LoneSpace,
@@ -112,6 +122,9 @@ impl FromStr for Fault {
             "garbage-sse" => Fault::GarbageSse,
             "slow-health" => Fault::SlowHealth(millis()?),
             "failing-health" => Fault::FailingHealth,
+            "redirect-health" => {
+                Fault::RedirectHealth(u16::try_from(count()?).map_err(|_| bad())?)
+            }
             _ => return Err(bad()),
         };
         // Argument-free faults take no argument.
@@ -122,8 +135,10 @@ impl FromStr for Fault {
                 | Fault::Jitter(_)
                 | Fault::Truncate(_)
                 | Fault::Stall(_)
+                | Fault::Drip(_)
                 | Fault::OversizedChunk(_)
                 | Fault::SlowHealth(_)
+                | Fault::RedirectHealth(_)
         );
         if takes_arg != arg.is_some() {
             return Err(bad());
@@ -143,6 +158,7 @@ impl fmt::Display for Fault {
             Fault::Truncate(n) => write!(f, "truncate:{n}"),
             Fault::Burst => f.write_str("burst"),
             Fault::Stall(d) => write!(f, "stall:{}", d.as_millis()),
+            Fault::Drip(d) => write!(f, "drip:{}", d.as_millis()),
             Fault::Endless => f.write_str("endless"),
             Fault::Overlong => f.write_str("overlong"),
             Fault::LoneSpace => f.write_str("lone-space"),
@@ -156,6 +172,7 @@ impl fmt::Display for Fault {
             Fault::GarbageSse => f.write_str("garbage-sse"),
             Fault::SlowHealth(d) => write!(f, "slow-health:{}", d.as_millis()),
             Fault::FailingHealth => f.write_str("failing-health"),
+            Fault::RedirectHealth(port) => write!(f, "redirect-health:{port}"),
         }
     }
 }
@@ -172,6 +189,7 @@ mod tests {
                 .replace(":RATE", ":0.5")
                 .replace(":SIGMA", ":0.05")
                 .replace(":MS", ":250")
+                .replace(":PORT", ":8080")
                 .replace(":BYTES", ":4096");
             let fault: Fault = example.parse().unwrap();
             assert_eq!(fault.to_string(), example);

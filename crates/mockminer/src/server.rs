@@ -196,6 +196,14 @@ fn error(status: StatusCode, kind: &'static str, message: String) -> Response {
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     match state.cfg.fault {
         Some(Fault::FailingHealth) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Some(Fault::RedirectHealth(port)) => (
+            StatusCode::FOUND,
+            [(
+                axum::http::header::LOCATION,
+                format!("http://127.0.0.1:{port}/latest/meta-data/iam"),
+            )],
+        )
+            .into_response(),
         Some(Fault::SlowHealth(d)) => {
             tokio::time::sleep(d).await;
             StatusCode::OK.into_response()

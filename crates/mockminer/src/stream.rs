@@ -252,6 +252,10 @@ pub(crate) async fn pace(
                 extra += d;
                 None
             }
+            (Some(Fault::Drip(d)), k) if k >= 1 => {
+                extra += d;
+                None
+            }
             _ => None,
         };
         if let Some(bytes) = injected {

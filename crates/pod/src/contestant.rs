@@ -1,7 +1,9 @@
 //! One contestant's turn (SPEC §6 step 3): start its pulled image in the sandbox, wait for
-//! health, run the workload, tear it down, keep its logs. What goes wrong is sorted by
-//! whose fault it is: the miner's becomes a `Measurement::Failed` with a reason code, ours
-//! interrupts the round (and is never charged to the miner).
+//! health, run the workload (stopping as soon as the verdict is certain), tear it down,
+//! keep its logs, remove its image. What goes wrong is blamed by phase: anything the
+//! image or its server does (pull, size, create, start, health, stream) becomes that
+//! contestant's `Measurement::Failed` with a reason code; only our own side (the engine not
+//! answering, S3, the GPUs) interrupts the round, and it is never charged to the miner.
 
 use cacheon_containers::{wait_released, Blame, ContainerError, Labels, Running};
 use cacheon_core::prompts::PromptSet;
@@ -9,7 +11,7 @@ use cacheon_core::submission::DisqualifyReason;
 use cacheon_handoff::documents::{
     ContestantResult, ContestantStatus, Job, JobContestant, Measurement, StepTimings,
 };
-use cacheon_harness::{HarnessConfig, Target, WorkloadRun};
+use cacheon_harness::{HarnessConfig, StopRule, Target, WorkloadRun};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -32,12 +34,17 @@ pub async fn measure(
     tracker: &mut Tracker<'_>,
     cancel: &CancellationToken,
 ) -> Result<ContestantResult, Interrupt> {
-    let started = Instant::now();
+    let started_at = Instant::now();
     let mut timings = StepTimings {
         pull_ms: pulled.wait_ms,
         ..StepTimings::default()
     };
     let measurement = match pulled.pinned {
+        // The pod checked for room for a whole image before the pull.
+        Err(ContainerError::DiskFull(detail)) => Measurement::Failed {
+            reason: DisqualifyReason::ImageTooLarge,
+            detail: format!("unpacking the image filled the disk: {detail}"),
+        },
         Err(e) => miner_or_infra(e)?,
         Ok(pinned) => {
             wait_released(&ctx.cfg.sandbox.gpus, &ctx.cfg.gpu_probe)
@@ -50,17 +57,32 @@ pub async fn measure(
                 round: job.round_id.to_string(),
                 submission: c.submission_id.clone(),
                 role: c.role.code().to_string(),
+                pod: ctx.cfg.pod_id.clone(),
             };
             let t = Instant::now();
-            let running = ctx
+            let started = ctx
                 .engine
                 .start(&pinned, &[], &labels, &ctx.cfg.sandbox)
                 .instrument(tracing::info_span!("start"))
-                .await
-                .map_err(Interrupt::infra)?;
+                .await;
+            let running = match started {
+                Ok(running) => running,
+                Err(e) => {
+                    ctx.engine.remove_image(&pinned).await;
+                    timings.startup_ms = ms(t);
+                    timings.total_ms = ms(started_at);
+                    return Ok(result(ctx, job, c, miner_or_infra(e)?, timings));
+                }
+            };
+            let stop = StopRule::for_contestant(
+                job.thresholds.min_pass_fraction,
+                prompts.scored_count(),
+                job.harness.fault_budget,
+            );
             let outcome = serve(
                 &running,
                 &job.harness,
+                &stop,
                 prompts,
                 &mut timings,
                 t,
@@ -79,11 +101,23 @@ pub async fn measure(
                 Ok(logs) => ctx.keep_log(job.round_id, &c.submission_id, &logs).await,
                 Err(e) => tracing::error!("teardown failed: {e}"),
             }
+            // Its disk goes back before the next contestant (re-pulled if it comes again).
+            ctx.engine.remove_image(&pinned).await;
             outcome?
         }
     };
-    timings.total_ms = ms(started);
-    Ok(ContestantResult {
+    timings.total_ms = ms(started_at);
+    Ok(result(ctx, job, c, measurement, timings))
+}
+
+fn result(
+    ctx: &Context<'_>,
+    job: &Job,
+    c: &JobContestant,
+    measurement: Measurement,
+    timings: StepTimings,
+) -> ContestantResult {
+    ContestantResult {
         round_id: job.round_id,
         submission_id: c.submission_id.clone(),
         role: c.role,
@@ -92,7 +126,7 @@ pub async fn measure(
         measurement,
         timings,
         finished_at: crate::now_unix(),
-    })
+    }
 }
 
 /// Health, then the workload; cancellable at every await.
@@ -100,6 +134,7 @@ pub async fn measure(
 async fn serve(
     running: &Running,
     harness: &HarnessConfig,
+    stop: &StopRule,
     prompts: &PromptSet,
     timings: &mut StepTimings,
     started: Instant,
@@ -122,11 +157,34 @@ async fn serve(
     let t = Instant::now();
     let run = tokio::select! {
         () = cancel.cancelled() => return Err(Interrupt::Stopped),
-        r = workload(running, harness, prompts).instrument(tracing::info_span!("workload")) => r,
+        r = workload(running, harness, stop, prompts).instrument(tracing::info_span!("workload")) => r,
     };
     timings.workload_ms = ms(t);
     Ok(match run {
-        Ok(run) => Measurement::Measured { run: Box::new(run) },
+        Ok(run) => {
+            timings.failed_requests_ms = run.failed_requests_ns / 1_000_000;
+            match run.stopped_early.clone() {
+                None => Measurement::Measured { run: Box::new(run) },
+                // The verdict is certain without the baseline: name it now.
+                Some(early) => {
+                    let faults: Vec<_> = run.scored().filter_map(|r| r.fault).collect();
+                    let reason = crate::verdict::for_faults(faults.iter().copied());
+                    tracing::warn!(%reason, ?early, "stopped early");
+                    timings.stopped_early = Some(early.clone());
+                    Measurement::Failed {
+                        reason,
+                        detail: format!(
+                            "stopped after {:.1} s: {} scored request(s) failed ({:?}), \
+                             failed requests took {} ms",
+                            early.at_ns as f64 / 1e9,
+                            early.failed,
+                            early.cause,
+                            early.fault_ms
+                        ),
+                    }
+                }
+            }
+        }
         // The server answered /health but then could not be talked to at all.
         Err(detail) => Measurement::Failed {
             reason: DisqualifyReason::BrokenStream,
@@ -138,6 +196,7 @@ async fn serve(
 async fn workload(
     running: &Running,
     harness: &HarnessConfig,
+    stop: &StopRule,
     prompts: &PromptSet,
 ) -> Result<WorkloadRun, String> {
     let target = Target::new(
@@ -146,7 +205,7 @@ async fn workload(
         harness.connect_timeout,
     )
     .map_err(|e| e.to_string())?;
-    cacheon_harness::run(&target, prompts, harness, Instant::now(), &|_| {})
+    cacheon_harness::run(&target, prompts, harness, stop, Instant::now(), &|_| {})
         .await
         .map_err(|e| e.to_string())
 }

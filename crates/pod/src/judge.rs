@@ -60,9 +60,10 @@ pub async fn run(
         }
     };
     let t = Instant::now();
+    let policy = baseline_pull(&ctx.cfg.pull);
     let pinned = tokio::select! {
         () = cancel.cancelled() => return Err(Interrupt::Stopped),
-        r = ctx.engine.pull(&image, &digest, ctx.cfg.registry_credentials.as_ref(), u64::MAX, &|_| {})
+        r = ctx.engine.pull(&image, &digest, &policy, &|_| {})
             .instrument(tracing::info_span!("pull", submission = BASELINE_LABEL)) => r,
     };
     timings.pull_ms = ms(t);
@@ -78,13 +79,17 @@ pub async fn run(
         round: job.round_id.to_string(),
         submission: BASELINE_LABEL.into(),
         role: BASELINE_LABEL.into(),
+        pod: ctx.cfg.pod_id.clone(),
     };
     let t = Instant::now();
-    let running = ctx
+    let running = match ctx
         .engine
         .start(&pinned, &args, &labels, &ctx.cfg.sandbox)
         .await
-        .map_err(Interrupt::infra)?;
+    {
+        Ok(running) => running,
+        Err(e) => return void(format!("starting the baseline: {e}")),
+    };
     let measured = async {
         let healthy = tokio::select! {
             () = cancel.cancelled() => return Err(Interrupt::Stopped),
@@ -134,6 +139,14 @@ pub async fn run(
     }
 }
 
+/// The baseline is the operator's pinned image: no size limit, its registry trusted.
+fn baseline_pull(policy: &cacheon_containers::PullPolicy) -> cacheon_containers::PullPolicy {
+    cacheon_containers::PullPolicy {
+        size_limit: u64::MAX,
+        ..policy.clone()
+    }
+}
+
 /// `{max_model_len}` in the configured arguments becomes the model's (capped) limit.
 pub fn baseline_args(args: &[String], max_model_len: u64) -> Vec<String> {
     args.iter()
@@ -155,7 +168,8 @@ async fn judge_all(
 ) -> Result<Judged, String> {
     let target = Target::new(url, job.harness.concurrency, job.harness.connect_timeout)
         .map_err(|e| e.to_string())?;
-    let run = cacheon_harness::run(&target, prompts, &job.harness, Instant::now(), &|_| {})
+    let never = cacheon_harness::StopRule::never();
+    let run = cacheon_harness::run(&target, prompts, &job.harness, &never, Instant::now(), &|_| {})
         .instrument(tracing::info_span!("workload", submission = BASELINE_LABEL))
         .await
         .map_err(|e| e.to_string())?;

@@ -19,7 +19,7 @@ pub mod verdict;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use cacheon_containers::{ContainerError, Credentials, Engine, GpuProbe, SandboxConfig};
+use cacheon_containers::{ContainerError, Engine, GpuProbe, PullPolicy, SandboxConfig};
 use cacheon_core::prompts::{Corpus, Templates};
 use cacheon_handoff::documents::Job;
 use cacheon_handoff::{layout, Bucket, Claim, HandoffError};
@@ -36,9 +36,8 @@ pub struct PodConfig {
     pub requirements: Requirements,
     pub sandbox: SandboxConfig,
     pub gpu_probe: GpuProbe,
-    /// Images larger than this are refused (SPEC §8: 20 GB).
-    pub image_size_limit: u64,
-    pub registry_credentials: Option<Credentials>,
+    /// Size limit (SPEC §8: 20 GB), deadlines and registry trust of every pull.
+    pub pull: PullPolicy,
     pub lease_ttl: Duration,
     pub lease_renew: Duration,
     /// How often to look for work.
@@ -56,8 +55,7 @@ impl PodConfig {
             requirements: Requirements::default(),
             sandbox: SandboxConfig::default(),
             gpu_probe: GpuProbe::default(),
-            image_size_limit: 20_000_000_000,
-            registry_credentials: None,
+            pull: PullPolicy::default(),
             lease_ttl: Duration::from_secs(120),
             lease_renew: Duration::from_secs(30),
             poll: Duration::from_secs(10),
@@ -93,8 +91,9 @@ pub enum PodExit {
     Shutdown,
 }
 
-/// Runs the pod until it is idle or `shutdown` is cancelled. Leftover containers of an
-/// earlier pod on this engine are removed first, and any of ours on the way out.
+/// Runs the pod until it is idle or `shutdown` is cancelled. Containers an earlier run of
+/// this pod left on the engine are removed first, and any of ours on the way out; other
+/// pods' containers are never touched.
 pub async fn run(
     cfg: &PodConfig,
     bucket: &Bucket,
@@ -104,13 +103,13 @@ pub async fn run(
     let checked = preflight::run(&cfg.requirements).await?;
     tracing::info!(pod = %cfg.pod_id, gpus = checked.hardware.gpus.len(), driver = ?checked.hardware.driver, "preflight passed");
     let engine = Engine::connect().await?;
-    let reaped = engine.reap().await?;
+    let reaped = engine.reap(&cfg.pod_id).await?;
     if reaped > 0 {
         tracing::warn!(reaped, "removed containers left by an earlier pod");
     }
     let result = serve(cfg, bucket, prompts, &engine, &checked, &shutdown).await;
     // Whatever happened, nothing of ours keeps running next to the GPUs.
-    if let Err(e) = engine.reap().await {
+    if let Err(e) = engine.reap(&cfg.pod_id).await {
         tracing::error!("could not reap containers on exit: {e}");
     }
     result
@@ -139,10 +138,16 @@ async fn serve(
                     checked,
                     prompts,
                 };
-                let end = round::run(&ctx, &job, lease, shutdown).await?;
+                let end = round::run(&ctx, &job, lease, shutdown).await;
                 tracing::info!(round = job.round_id, ?end, "round finished on this pod");
-                if end == RoundEnd::Done {
-                    finished.insert(job.round_id);
+                match end {
+                    RoundEnd::Done => {
+                        finished.insert(job.round_id);
+                    }
+                    RoundEnd::Stopped(_) => {}
+                    // Our side failed: keep serving only while the engine still answers;
+                    // a pod that cannot run containers must not claim (and void) more.
+                    RoundEnd::Failed => engine.ping().await?,
                 }
                 idle_since = tokio::time::Instant::now();
                 continue;

@@ -208,7 +208,7 @@ fn load_vocab(dir: &Path) -> Result<Arc<Vocab>, PreflightError> {
     Ok(Arc::new(vocab))
 }
 
-fn check_disk(dir: &Path, need: u64) -> Result<(), PreflightError> {
+pub(crate) fn check_disk(dir: &Path, need: u64) -> Result<(), PreflightError> {
     if need == 0 {
         return Ok(());
     }

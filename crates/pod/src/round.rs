@@ -73,14 +73,30 @@ pub enum RoundEnd {
     Done,
     /// Stopped before the end; the lease was released or lost.
     Stopped(StopCause),
+    /// Our own side failed and `done.json` could not even record a void (S3 down): the
+    /// lease was released for another attempt.
+    Failed,
 }
 
+impl PodError {
+    /// The reason a round is void when this interrupts it.
+    fn void_reason(&self) -> InfraReason {
+        match self {
+            PodError::Handoff(_) => InfraReason::StorageUnavailable,
+            PodError::Preflight(_) => InfraReason::PreflightFailed,
+            PodError::Engine(_) => InfraReason::EngineFailure,
+        }
+    }
+}
+
+/// Runs a claimed round. A failure of the pod's own side (engine, S3, GPUs) voids the round
+/// with its reason — it never becomes a contestant's verdict — and the pod goes on.
 pub async fn run(
     ctx: &Context<'_>,
     job: &Job,
     lease: Lease,
     shutdown: &CancellationToken,
-) -> Result<RoundEnd, PodError> {
+) -> RoundEnd {
     let span = tracing::info_span!("round", round = job.round_id, pod = %ctx.cfg.pod_id);
     let keeper = Keeper::start(
         ctx.bucket.clone(),
@@ -89,9 +105,23 @@ pub async fn run(
         job.deadline_at,
         shutdown,
     );
-    let outcome = work(ctx, job, &keeper.cancel).instrument(span).await;
+    let mut outcome = work(ctx, job, &keeper.cancel)
+        .instrument(span.clone())
+        .await;
+    if let Err(Interrupt::Infra(e)) = &outcome {
+        let (reason, detail) = (e.void_reason(), e.to_string());
+        tracing::error!(%reason, "our side failed; voiding the round: {detail}");
+        let mut tracker = Tracker::new(ctx.bucket, job, &ctx.cfg.pod_id);
+        if finish(ctx, job, &mut tracker, void(reason, detail))
+            .instrument(span)
+            .await
+            .is_ok()
+        {
+            outcome = Ok(());
+        }
+    }
     // Leave nothing of this round running, whatever happened above.
-    if let Err(e) = ctx.engine.reap().await {
+    if let Err(e) = ctx.engine.reap(&ctx.cfg.pod_id).await {
         tracing::error!("reaping after the round failed: {e}");
     }
     let lease = keeper.lease.lock().await.clone();
@@ -100,18 +130,19 @@ pub async fn run(
     match outcome {
         Ok(()) => {
             release(ctx.bucket, &lease).await;
-            Ok(RoundEnd::Done)
+            RoundEnd::Done
         }
         Err(Interrupt::Stopped) => {
             if cause == StopCause::Shutdown {
                 // Hand the round over now rather than after the lease's TTL.
                 release(ctx.bucket, &lease).await;
             }
-            Ok(RoundEnd::Stopped(cause))
+            RoundEnd::Stopped(cause)
         }
         Err(Interrupt::Infra(e)) => {
+            tracing::error!("the round's void could not be recorded: {e}");
             release(ctx.bucket, &lease).await;
-            Err(e)
+            RoundEnd::Failed
         }
     }
 }
@@ -228,6 +259,13 @@ async fn contestants(
                 .contestant(&c.submission_id, ContestantStatus::Pulling)
                 .await;
             tracing::info!(step = "pulling", image = %c.image, "pulling");
+            // Room for a whole image must be there before the pull, so running out of disk
+            // during it is the image's doing (it grew past its budget), never a guess.
+            crate::preflight::check_disk(
+                &ctx.cfg.requirements.docker_root,
+                ctx.cfg.requirements.min_free_disk_bytes,
+            )
+            .map_err(Interrupt::infra)?;
             let t = Instant::now();
             let pinned = match prefetch.take() {
                 Some(mut handle) => tokio::select! {
@@ -334,13 +372,9 @@ fn parse_image(c: &JobContestant) -> Result<(ImageRef, Digest), ContainerError> 
 async fn pull(ctx: &Context<'_>, c: &JobContestant) -> Result<String, ContainerError> {
     let (image, digest) = parse_image(c)?;
     ctx.engine
-        .pull(
-            &image,
-            &digest,
-            ctx.cfg.registry_credentials.as_ref(),
-            ctx.cfg.image_size_limit,
-            &|p| tracing::debug!(status = %p.status, layer = ?p.layer, "pull"),
-        )
+        .pull(&image, &digest, &ctx.cfg.pull, &|p| {
+            tracing::debug!(status = %p.status, layer = ?p.layer, "pull");
+        })
         .await
 }
 
@@ -349,12 +383,7 @@ fn start_prefetch(
     c: &JobContestant,
 ) -> JoinHandle<Result<String, ContainerError>> {
     match parse_image(c) {
-        Ok((image, digest)) => ctx.engine.prefetch(
-            image,
-            digest,
-            ctx.cfg.registry_credentials.clone(),
-            ctx.cfg.image_size_limit,
-        ),
+        Ok((image, digest)) => ctx.engine.prefetch(image, digest, ctx.cfg.pull.clone()),
         Err(e) => tokio::spawn(async move { Err(e) }),
     }
 }

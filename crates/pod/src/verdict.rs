@@ -20,17 +20,23 @@ pub fn disqualify_reason(verdict: &GateVerdict) -> Option<DisqualifyReason> {
     if faults.is_empty() || faults.iter().any(Option::is_none) {
         return Some(DisqualifyReason::GateFailed);
     }
-    let stalled = faults.iter().all(|f| {
-        matches!(
-            f,
-            Some(StreamFault::Stalled | StreamFault::DeadlineExceeded)
-        )
-    });
-    Some(if stalled {
+    Some(for_faults(faults.into_iter().flatten()))
+}
+
+/// The reason for requests that all failed on their stream: stalls, deadlines and
+/// redirects name themselves when they are all there is; anything else is a broken stream.
+pub fn for_faults(faults: impl IntoIterator<Item = StreamFault>) -> DisqualifyReason {
+    let faults: Vec<StreamFault> = faults.into_iter().collect();
+    let all = |f: &dyn Fn(&StreamFault) -> bool| !faults.is_empty() && faults.iter().all(f);
+    if all(&|f| *f == StreamFault::Stalled) {
         DisqualifyReason::StreamStalled
+    } else if all(&|f| matches!(f, StreamFault::Stalled | StreamFault::DeadlineExceeded)) {
+        DisqualifyReason::RequestDeadline
+    } else if all(&|f| *f == StreamFault::Redirected) {
+        DisqualifyReason::Redirected
     } else {
         DisqualifyReason::BrokenStream
-    })
+    }
 }
 
 /// A short account of a failed verdict for the miner: how many requests failed which check.
@@ -85,6 +91,17 @@ mod tests {
         assert_eq!(
             disqualify_reason(&verdict(vec![vec![stall.clone()], vec![]])),
             Some(DisqualifyReason::StreamStalled)
+        );
+        let late = GateFailure::InvalidStream {
+            fault: StreamFault::DeadlineExceeded,
+        };
+        assert_eq!(
+            disqualify_reason(&verdict(vec![vec![stall.clone()], vec![late]])),
+            Some(DisqualifyReason::RequestDeadline)
+        );
+        assert_eq!(
+            for_faults([StreamFault::Redirected]),
+            DisqualifyReason::Redirected
         );
         assert_eq!(
             disqualify_reason(&verdict(vec![vec![stall], vec![broken.clone()]])),

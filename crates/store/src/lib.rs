@@ -25,7 +25,7 @@ pub use read::{ContestantRow, StateCount, WeightSubmissionRow};
 pub use read::{KingEvent, KingRow, RoundRow, RoundState, SubmissionFilter, SubmissionRow};
 pub use write::{
     ApplyOutcome, ContestantVerdict, NewRound, ObservedCommitment, Recorded, VerdictOutcome,
-    WeightMode, WeightOutcome, WriteTx,
+    WeightMode, WeightOutcome, WriteTx, ISOLATE_AFTER_VOIDS,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -12,6 +12,9 @@ use sqlx::{Sqlite, Transaction};
 use crate::read::{self, RoundRow, RoundState};
 use crate::{now_unix, to_i64, Result, StoreError};
 
+/// Voided rounds after which a submission is evaluated alone (see `open_round`).
+pub const ISOLATE_AFTER_VOIDS: i64 = 2;
+
 /// A commitment as read from the chain, before any judgement.
 #[derive(Debug, Clone)]
 pub struct ObservedCommitment {
@@ -225,6 +228,11 @@ impl WriteTx {
 
     /// Opens a round with the oldest pending submissions (and the king, first, for a fresh
     /// measurement). `None` when there is nothing pending or enough rounds are open.
+    ///
+    /// A submission that was in `ISOLATE_AFTER_VOIDS` voided rounds is a suspect: whatever
+    /// voided them may be its doing. It is never put next to others again; when its turn
+    /// comes (commit order) it is the round's only challenger, so a hostile image that found
+    /// a way to break rounds can use up only its own attempts.
     pub async fn open_round(&mut self, new: &NewRound) -> Result<Option<RoundRow>> {
         let (open,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM rounds WHERE state = 'open'")
             .fetch_one(&mut *self.tx)
@@ -232,16 +240,23 @@ impl WriteTx {
         if open >= i64::from(new.max_open_rounds) {
             return Ok(None);
         }
-        let challengers: Vec<(String,)> = sqlx::query_as(
-            "SELECT id FROM submissions WHERE state = 'pending' \
-             ORDER BY commit_block, id LIMIT ?",
+        let pending: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT id, infra_attempts FROM submissions WHERE state = 'pending' \
+             ORDER BY commit_block, id",
         )
-        .bind(i64::from(new.max_challengers))
         .fetch_all(&mut *self.tx)
         .await?;
-        if challengers.is_empty() {
-            return Ok(None);
-        }
+        let suspect = |attempts: i64| attempts >= ISOLATE_AFTER_VOIDS;
+        let challengers: Vec<(String,)> = match pending.first() {
+            None => return Ok(None),
+            Some((id, attempts)) if suspect(*attempts) => vec![(id.clone(),)],
+            Some(_) => pending
+                .iter()
+                .filter(|(_, attempts)| !suspect(*attempts))
+                .take(new.max_challengers as usize)
+                .map(|(id, _)| (id.clone(),))
+                .collect(),
+        };
         let now = now_unix();
         let round_id = sqlx::query(
             "INSERT INTO rounds (seed_block, seed_hash, state, opened_at, deadline_at) \

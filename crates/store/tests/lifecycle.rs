@@ -539,6 +539,51 @@ async fn infrastructure_failures_requeue_until_the_cap_then_need_an_operator() {
     ));
 }
 
+/// Two voided rounds make a submission a suspect: it is evaluated alone from then on, so
+/// whatever it does to rounds cannot use up its neighbours' attempts.
+#[tokio::test]
+async fn a_submission_in_two_voided_rounds_is_evaluated_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    record(&store, obs("H", 1, Some(3), commitment("r/h", 1))).await;
+    record(&store, obs("A", 2, Some(4), commitment("r/a", 2))).await;
+    record(&store, obs("B", 3, Some(5), commitment("r/b", 3))).await;
+    let members = |r: &cacheon_store::RoundRow| -> Vec<String> {
+        r.contestants
+            .iter()
+            .map(|c| c.submission_id.clone())
+            .collect()
+    };
+    let void = |round: i64| {
+        let store = &store;
+        async move {
+            let mut tx = store.write().await.unwrap();
+            tx.void_round(round, InfraReason::EngineFailure, 3)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    for _ in 0..cacheon_store::ISOLATE_AFTER_VOIDS {
+        let round = open_round(&store, 8).await.unwrap();
+        assert_eq!(members(&round), ["H:1", "A:2", "B:3"]);
+        void(round.id).await;
+    }
+    // All three are suspects now: each is evaluated alone, in commit order.
+    let round = open_round(&store, 8).await.unwrap();
+    assert_eq!(members(&round), ["H:1"]);
+    void(round.id).await;
+    assert_eq!(state_of(&store, "H:1").await.0, SubmissionState::FailedInfra);
+    let round = open_round(&store, 8).await.unwrap();
+    assert_eq!(members(&round), ["A:2"]);
+    let decision = crown_vacant("A:2", 4, 0.4);
+    apply(&store, round.id, &[scored("A:2", 0.4)], &decision, 9).await;
+    // A newcomer is never grouped with the remaining suspect, and waits for its turn.
+    record(&store, obs("C", 9, Some(6), commitment("r/c", 9))).await;
+    let round = open_round(&store, 8).await.unwrap();
+    assert_eq!(members(&round), ["A:2", "B:3"], "king first, then the suspect alone");
+}
+
 #[tokio::test]
 async fn the_king_is_defended_beaten_and_vacated_with_history() {
     let dir = tempfile::tempdir().unwrap();

@@ -195,6 +195,16 @@ pub struct PodArgs {
         default_value = "cacheon-sandbox"
     )]
     pub sandbox_network: String,
+    /// The Linux bridge the sandbox network is created on; the host's firewall rule
+    /// (scripts/gpu_setup/setup.sh) names it. `auto` lets Docker pick (tests only).
+    #[arg(long, env = "CACHEON_SANDBOX_BRIDGE", default_value = "cacheon0")]
+    pub sandbox_bridge: String,
+    /// `uid:gid` every miner's server runs as (never root).
+    #[arg(long, env = "CACHEON_CONTAINER_USER", default_value = "10001:10001")]
+    pub container_user: String,
+    /// Size of the tmpfs at /tmp, a container's only writable place besides /dev/shm.
+    #[arg(long, env = "CACHEON_CONTAINER_SCRATCH_GB", default_value_t = 32)]
+    pub container_scratch_gb: i64,
     #[arg(long, env = "CACHEON_CONTAINER_MEMORY_GB", default_value_t = 512)]
     pub container_memory_gb: i64,
     #[arg(long, env = "CACHEON_CONTAINER_SHM_GB", default_value_t = 16)]
@@ -208,7 +218,21 @@ pub struct PodArgs {
     pub stop_grace_secs: u64,
     #[arg(long, env = "CACHEON_IMAGE_SIZE_LIMIT_GB", default_value_t = 20)]
     pub image_size_limit_gb: u64,
-    #[arg(long, env = "CACHEON_REGISTRY_USERNAME")]
+    /// Seconds one image pull may take in all.
+    #[arg(long, env = "CACHEON_PULL_TIMEOUT_SECS", default_value_t = 1800)]
+    pub pull_timeout_secs: u64,
+    /// Seconds a pull may go without progress.
+    #[arg(long, env = "CACHEON_PULL_STALL_SECS", default_value_t = 300)]
+    pub pull_stall_secs: u64,
+    /// Registries allowed although they are loopback, private or IP literals (a local
+    /// mirror), comma-separated `host` or `host:port`.
+    #[arg(long, env = "CACHEON_ALLOW_REGISTRIES", value_delimiter = ',')]
+    pub allow_registries: Vec<String>,
+    /// The registry host the credentials below are for (`ghcr.io`, `docker.io`); they are
+    /// sent nowhere else.
+    #[arg(long, env = "CACHEON_REGISTRY_HOST", requires = "registry_username")]
+    pub registry_host: Option<String>,
+    #[arg(long, env = "CACHEON_REGISTRY_USERNAME", requires = "registry_host")]
     pub registry_username: Option<String>,
     #[arg(long, env = "CACHEON_REGISTRY_PASSWORD", hide_env_values = true)]
     pub registry_password: Option<String>,

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use cacheon_core::gate::{GateThresholds, Measured};
 use cacheon_core::prompts::{generate, BlockHash};
-use cacheon_harness::{evaluate, measure_baseline, Baseline, HarnessConfig, Target, Vocab};
+use cacheon_harness::{
+    evaluate, measure_baseline, Baseline, HarnessConfig, StopRule, Target, Vocab,
+};
 use serde::Serialize;
 
 use crate::args::CalibrateGateArgs;
@@ -70,12 +72,12 @@ pub async fn run(a: &CalibrateGateArgs) -> anyhow::Result<()> {
     for seed in a.first_seed..=last {
         let hash: BlockHash = format!("0x{seed:064x}").parse()?;
         let prompts = generate(&hash, &corpus, &templates, &shape)?;
-        let base_run = measured("baseline", &base, &prompts, &cfg, true).await?;
+        let base_run = measured("baseline", &base, &prompts, &cfg, &StopRule::never(), true).await?;
         let (_, reference) = measure_baseline(&baseline, &prompts, &base_run)
             .await
             .context("the baseline failed")?;
         for (kind, name, target) in &candidates {
-            let run = measured(name, target, &prompts, &cfg, true).await?;
+            let run = measured(name, target, &prompts, &cfg, &StopRule::never(), true).await?;
             let e = evaluate(&baseline, &prompts, &reference, &run, &thresholds)
                 .await
                 .with_context(|| format!("the baseline failed while checking {name}"))?;

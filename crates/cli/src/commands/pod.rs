@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use cacheon_containers::{Credentials, Gpus, SandboxConfig};
+use cacheon_containers::{
+    Credentials, Gpus, PullPolicy, RegistryAuth, RegistryPolicy, SandboxConfig,
+};
 use cacheon_pod::{PodConfig, PodExit, PromptSource, Requirements};
 use tokio_util::sync::CancellationToken;
 
@@ -47,8 +49,14 @@ fn config(a: &PodArgs) -> anyhow::Result<PodConfig> {
         docker_root: a.docker_root.clone(),
         min_free_disk_bytes: a.min_free_disk_gb.saturating_mul(1 << 30),
     };
+    if a.container_user.split(':').next().is_some_and(|u| u == "0" || u == "root") {
+        anyhow::bail!("CACHEON_CONTAINER_USER: miners' servers never run as root");
+    }
     cfg.sandbox = SandboxConfig {
         network: a.sandbox_network.clone(),
+        bridge: (a.sandbox_bridge != "auto").then(|| a.sandbox_bridge.clone()),
+        user: a.container_user.clone(),
+        scratch_bytes: gib(a.container_scratch_gb),
         models_dir: a.models_dir.clone(),
         gpus: gpus(&a.gpus)?,
         shm_bytes: gib(a.container_shm_gb),
@@ -59,13 +67,24 @@ fn config(a: &PodArgs) -> anyhow::Result<PodConfig> {
         ..SandboxConfig::default()
     };
     cfg.gpu_probe.nvidia_smi = a.nvidia_smi.clone();
-    cfg.image_size_limit = a.image_size_limit_gb.saturating_mul(1_000_000_000);
-    cfg.registry_credentials = match (&a.registry_username, &a.registry_password) {
-        (Some(u), Some(p)) => Some(Credentials {
-            username: u.clone(),
-            password: p.clone(),
-        }),
-        _ => None,
+    let auth = match (&a.registry_host, &a.registry_username, &a.registry_password) {
+        (Some(host), Some(u), Some(p)) => vec![RegistryAuth {
+            host: host.clone(),
+            credentials: Credentials {
+                username: u.clone(),
+                password: p.clone(),
+            },
+        }],
+        _ => Vec::new(),
+    };
+    cfg.pull = PullPolicy {
+        size_limit: a.image_size_limit_gb.saturating_mul(1_000_000_000),
+        timeout: Duration::from_secs(a.pull_timeout_secs),
+        stall: Duration::from_secs(a.pull_stall_secs),
+        registries: RegistryPolicy {
+            auth,
+            allow_hosts: a.allow_registries.clone(),
+        },
     };
     cfg.lease_ttl = Duration::from_secs(a.lease_ttl_secs);
     cfg.lease_renew = Duration::from_secs(a.lease_renew_secs.min(a.lease_ttl_secs / 2).max(1));

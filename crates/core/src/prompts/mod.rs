@@ -269,6 +269,14 @@ pub struct PromptSet {
 }
 
 impl PromptSet {
+    /// Requests the gate judges (latency and throughput; warm-ups are discarded).
+    pub fn scored_count(&self) -> usize {
+        self.prompts
+            .iter()
+            .filter(|p| p.phase != Phase::Warmup)
+            .count()
+    }
+
     pub fn phase(&self, phase: Phase) -> impl Iterator<Item = &Prompt> {
         self.prompts.iter().filter(move |p| p.phase == phase)
     }

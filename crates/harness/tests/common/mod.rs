@@ -9,7 +9,7 @@ use cacheon_core::gate::{GateFailure, GateThresholds, StreamFault};
 use cacheon_core::prompts::{generate, BlockHash, Corpus, PromptSet, Templates, WorkloadShape};
 use cacheon_harness::{
     contestant_score, evaluate, measure_baseline, run, Baseline, Evaluation, HarnessConfig,
-    Summary, Target, WorkloadRun,
+    StopRule, Summary, Target, WorkloadRun,
 };
 use cacheon_mockminer::{Fault, MockConfig, RunningMock};
 use tokio::time::Instant;
@@ -84,12 +84,12 @@ pub async fn judge(miner_cfg: MockConfig, cfg: &HarnessConfig, prompts: &PromptS
     let epoch = Instant::now();
     let miner_target =
         Target::new(&miner_mock.url(), cfg.concurrency, cfg.connect_timeout).unwrap();
-    let miner_run = run(&miner_target, prompts, cfg, epoch, &|_| {})
+    let miner_run = run(&miner_target, prompts, cfg, &StopRule::never(), epoch, &|_| {})
         .await
         .unwrap();
     let base_target =
         Target::new(&baseline_mock.url(), cfg.concurrency, cfg.connect_timeout).unwrap();
-    let base_run = run(&base_target, prompts, cfg, epoch, &|_| {})
+    let base_run = run(&base_target, prompts, cfg, &StopRule::never(), epoch, &|_| {})
         .await
         .unwrap();
     let baseline = Baseline::new(base_target, cfg, mock_vocab()).unwrap();

@@ -13,7 +13,7 @@ use cacheon_core::gate::GateThresholds;
 use cacheon_core::prompts::{generate, Phase, PromptSet};
 use cacheon_harness::{
     contestant_score, evaluate, measure_baseline, run as run_workload, Baseline, Evaluation,
-    HarnessConfig, Progress, Summary, Target, Vocab, WorkloadRun,
+    HarnessConfig, Progress, StopRule, Summary, Target, Vocab, WorkloadRun,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -59,8 +59,44 @@ pub async fn run(a: &BenchArgs) -> anyhow::Result<()> {
     miner.wait_healthy(health, poll).await.context("miner")?;
     base.wait_healthy(health, poll).await.context("baseline")?;
 
-    let miner_run = measured("miner", &miner, &prompts, &cfg, a.quiet).await?;
-    let base_run = measured("baseline", &base, &prompts, &cfg, a.quiet).await?;
+    // The miner is held to the pod's fail-fast rule: a run whose verdict is certain stops
+    // at once, and the baseline is not needed to say so.
+    let stop = StopRule::for_contestant(
+        thresholds.min_pass_fraction,
+        prompts.scored_count(),
+        cfg.fault_budget,
+    );
+    let started = Instant::now();
+    let miner_run = measured("miner", &miner, &prompts, &cfg, &stop, a.quiet).await?;
+    if let Some(early) = &miner_run.stopped_early {
+        let faults = miner_run.scored().filter_map(|r| r.fault);
+        let reason = cacheon_pod::verdict::for_faults(faults);
+        println!(
+            "miner: stopped early after {:.1} s ({:?}): {} scored request(s) failed, \
+             failed requests took {:.1} s in all; the miner's run took {:.1} s",
+            early.at_ns as f64 / 1e9,
+            early.cause,
+            early.failed,
+            early.fault_ms as f64 / 1e3,
+            started.elapsed().as_secs_f64()
+        );
+        for r in miner_run.scored().filter(|r| r.fault.is_some()).take(5) {
+            println!(
+                "  request {}: {:?}: {}",
+                r.prompt_index,
+                r.fault,
+                r.detail.as_deref().unwrap_or("")
+            );
+        }
+        println!("verdict: FAIL ({reason})");
+        if let Some(path) = &a.json_out {
+            let json = serde_json::to_vec_pretty(&miner_run)?;
+            std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+            println!("report (the miner's run): {}", path.display());
+        }
+        anyhow::bail!("the miner was disqualified: {reason}");
+    }
+    let base_run = measured("baseline", &base, &prompts, &cfg, &StopRule::never(), a.quiet).await?;
 
     let vocab = Vocab::load(&a.tokenizer).context("--tokenizer")?;
     let baseline = Baseline::new(base, &cfg, Arc::new(vocab)).context("--tokenizer")?;
@@ -118,6 +154,7 @@ pub(crate) async fn measured(
     target: &Target,
     prompts: &PromptSet,
     cfg: &HarnessConfig,
+    stop: &StopRule,
     quiet: bool,
 ) -> anyhow::Result<WorkloadRun> {
     let total = prompts.prompts.len() as u64;
@@ -143,7 +180,7 @@ pub(crate) async fn measured(
         bar.set_position((before(p.phase) + p.done) as u64);
         bar.set_message(format!("{:?}", p.phase).to_lowercase());
     };
-    let run = run_workload(target, prompts, cfg, Instant::now(), &progress)
+    let run = run_workload(target, prompts, cfg, stop, Instant::now(), &progress)
         .await
         .with_context(|| format!("running the workload against the {name}"))?;
     bar.finish_and_clear();
