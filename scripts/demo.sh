@@ -131,6 +131,7 @@ say "a pod (no GPUs, a toy model directory)"
 "$bin" pod --pod-id demo-pod --gpu-count 0 --gpus none --min-free-disk-gb 0 \
   --poll-secs 1 --startup-timeout-secs 60 --stop-grace-secs 1 \
   --container-memory-gb 1 --container-shm-gb 1 --sandbox-network cacheon-demo \
+  --sandbox-bridge cacheon-demo0 --allow-registries 127.0.0.1:5000 \
   --models-dir "$state/models" 2>"$state/pod.log" &
 pids+=($!)
 

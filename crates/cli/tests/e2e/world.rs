@@ -291,6 +291,11 @@ impl World {
             "1",
             "--sandbox-network",
             &self.network,
+            // Several test networks side by side: let Docker name their bridges.
+            "--sandbox-bridge",
+            "auto",
+            "--allow-registries",
+            REGISTRY,
         ])
         .arg("--models-dir")
         .arg(self.dir.path().join("models"));

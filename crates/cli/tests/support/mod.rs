@@ -85,6 +85,9 @@ pub fn rootfs_tar(dir: &Path, with_cacheon: bool, bins: &[&str]) -> PathBuf {
     }
     std::fs::create_dir_all(root.join("models")).expect("mkdir");
     std::fs::create_dir_all(root.join("tmp")).expect("mkdir");
+    // World-writable with the sticky bit, as in every base image: the sandbox's tmpfs at
+    // /tmp takes its mode from the image's directory.
+    sh(Command::new("chmod").arg("1777").arg(root.join("tmp")));
     let tar = dir.join("root.tar");
     sh(Command::new("tar")
         .arg("-C")
