@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 use world::{
-    ss58, Daemon, World, CHEATER, FAST, MALFORMED_UID, MUCH_FASTER, NETUID, SLIGHTLY_FASTER, SLOW,
-    VERSION_KEY,
+    ss58, Daemon, World, BAD_ENTRYPOINT_UID, CHEATER, DRIPPING, FAST, MALFORMED_UID, MUCH_FASTER,
+    NETUID, REDIRECTING_UID, REDIRECT_PORT, SLIGHTLY_FASTER, SLOW, STALLING, VERSION_KEY,
 };
 
 static TURN: Mutex<()> = Mutex::const_new(());
@@ -314,5 +314,76 @@ async fn without_a_wallet_the_host_observes_and_submits_nothing() {
         w.node.submitted().is_empty(),
         "observe mode submitted an extrinsic"
     );
+    stop(&mut host).await;
+}
+
+/// One round with an honest miner and four hostile ones: each hostile one ends with its own
+/// reason, the honest one is scored and crowned, and the pod goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_neighbours_end_alone_and_the_round_goes_on() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let _turn = TURN.lock().await;
+    // Anything the redirecting server's /health points at on this machine.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", REDIRECT_PORT))
+        .await
+        .unwrap();
+    let reached = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = reached.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let w = World::new("hostile").await;
+    // Over the default round-1 commitments of uids 3, 4, 6 and 7.
+    w.commit_hostile(STALLING.0, "stalling", 991);
+    w.commit_hostile(DRIPPING.0, "dripping", 992);
+    w.commit_hostile(BAD_ENTRYPOINT_UID, "bad-entrypoint", 994);
+    w.commit_hostile(REDIRECTING_UID, "redirecting", 995);
+    let mut host = w.host();
+    host.wait_for(&["status API listening"], Duration::from_secs(60))
+        .await;
+    let mut pod = w.pod("pod-h");
+    let started = std::time::Instant::now();
+
+    let fast = id(FAST.0, 990);
+    until("the honest miner crowned", ROUND, || async {
+        king(&w).await.filter(|k| *k == fast)
+    })
+    .await;
+    println!("round with four hostile neighbours done in {:?}", started.elapsed());
+    let s = states(&w).await;
+    let reason = |uid: u16, block: u64| s[&id(uid, block)].clone();
+    assert_eq!(reason(FAST.0, 990), ("scored".into(), None));
+    assert_eq!(
+        reason(STALLING.0, 991),
+        ("disqualified".into(), Some("stream_stalled".into()))
+    );
+    assert_eq!(
+        reason(DRIPPING.0, 992),
+        ("disqualified".into(), Some("request_deadline".into()))
+    );
+    let bad = reason(BAD_ENTRYPOINT_UID, 994);
+    assert!(
+        bad == ("disqualified".into(), Some("crashed".into()))
+            || bad == ("disqualified".into(), Some("start_failed".into())),
+        "{bad:?}"
+    );
+    assert_eq!(
+        reason(REDIRECTING_UID, 995),
+        ("disqualified".into(), Some("redirected".into()))
+    );
+    assert_eq!(reached.load(Ordering::SeqCst), 0, "a redirect was followed");
+    // No round was voided, and the pod is still serving.
+    let rounds = w.get("/rounds").await;
+    assert!(
+        rounds.as_array().unwrap().iter().all(|r| r["state"] != "void"),
+        "{rounds}"
+    );
+    assert!(pod.is_running(), "the pod exited");
+    for line in pod.lines().iter().filter(|l| l.contains("stopped early")) {
+        println!("{line}");
+    }
+    stop(&mut pod).await;
     stop(&mut host).await;
 }

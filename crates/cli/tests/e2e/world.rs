@@ -31,6 +31,13 @@ pub const CHEATER: (u16, &str) = (4, "--ttft-ms 10 --itl-ms 2 --fault wrong-afte
 pub const MALFORMED_UID: u16 = 5;
 pub const SLIGHTLY_FASTER: (u16, &str) = (6, "--ttft-ms 36 --itl-ms 7");
 pub const MUCH_FASTER: (u16, &str) = (7, "--ttft-ms 10 --itl-ms 2");
+/// Hostile servers (the `hostile` scenario commits them over uids 3, 4, 6 and 7).
+pub const STALLING: (u16, &str) = (3, "--ttft-ms 10 --itl-ms 2 --fault stall:600000");
+pub const DRIPPING: (u16, &str) = (4, "--ttft-ms 10 --itl-ms 2 --fault drip:3000");
+pub const BAD_ENTRYPOINT_UID: u16 = 6;
+/// Where the redirecting server's `/health` points: a listener of the test on this machine.
+pub const REDIRECT_PORT: u16 = 18798;
+pub const REDIRECTING_UID: u16 = 7;
 const BASELINE_ARGS: &str = "mock-miner --port 8000 --ttft-ms 100 --itl-ms 20";
 /// A challenger must beat the king by 50 %: wide enough that timing noise on a shared
 /// machine cannot move a 20 % improvement over it or a 300 % one under it.
@@ -60,6 +67,8 @@ pub fn ss58(uid: u16) -> String {
 pub struct Images {
     pub by_uid: Vec<(u16, String, String)>,
     pub baseline: (String, String),
+    /// Hostile images by name: `stalling`, `dripping`, `bad-entrypoint`, `redirecting`.
+    pub hostile: Vec<(String, String, String)>,
 }
 
 impl Images {
@@ -93,7 +102,9 @@ fn build_images() -> Images {
     let tar = support::rootfs_tar(dir.path(), true, &[]);
     let build = |name: &str, args: &str| -> (String, String) {
         let mut entry = vec!["/bin/cacheon".to_string()];
-        if !args.is_empty() {
+        if args == "BAD-ENTRYPOINT" {
+            entry = vec!["/bin/nonexistent".to_string()];
+        } else if !args.is_empty() {
             entry.extend(["mock-miner", "--port", "8000"].map(String::from));
             entry.extend(args.split_whitespace().map(String::from));
         }
@@ -131,9 +142,23 @@ fn build_images() -> Images {
             (*uid, i, d)
         })
         .collect();
+    let redirect = format!("--fault redirect-health:{REDIRECT_PORT}");
+    let hostile = [
+        ("stalling", STALLING.1),
+        ("dripping", DRIPPING.1),
+        ("bad-entrypoint", "BAD-ENTRYPOINT"),
+        ("redirecting", redirect.as_str()),
+    ]
+    .iter()
+    .map(|(name, args)| {
+        let (i, d) = build(name, args);
+        (name.to_string(), i, d)
+    })
+    .collect();
     Images {
         by_uid,
         baseline: build("baseline", ""),
+        hostile,
     }
 }
 
@@ -225,6 +250,19 @@ impl World {
             .node
             .put_plain_commitment(NETUID, &hotkey(MALFORMED_UID), 993, b"not json at all");
         world
+    }
+
+    /// Reveals a commitment of `uid` to the hostile image `name` at `block`.
+    pub fn commit_hostile(&self, uid: u16, name: &str, block: u64) {
+        let (_, image, digest) = self
+            .images
+            .hostile
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .expect("hostile image");
+        let json = format!(r#"{{"image":"{image}","digest":"{digest}"}}"#);
+        self.node
+            .put_revealed(NETUID, &hotkey(uid), &[(json.encode(), block)]);
     }
 
     /// Reveals a commitment of `uid`'s image at `block`.
@@ -362,6 +400,11 @@ impl Daemon {
             child,
             lines,
         }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn lines(&self) -> Vec<String> {
