@@ -132,6 +132,7 @@ say "a pod (no GPUs, a toy model directory)"
   --poll-secs 1 --startup-timeout-secs 60 --stop-grace-secs 1 \
   --container-memory-gb 1 --container-shm-gb 1 --sandbox-network cacheon-demo \
   --sandbox-bridge cacheon-demo0 --allow-registries 127.0.0.1:5000 \
+  --min-docker-version 20.10 --skip-sandbox-self-test \
   --models-dir "$state/models" 2>"$state/pod.log" &
 pids+=($!)
 

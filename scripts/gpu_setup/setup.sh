@@ -3,7 +3,8 @@
 #   1. Docker engine, 2. NVIDIA container toolkit, 3. disk-space checks,
 #   4. Qwen2.5-72B-Instruct weights in /workspace/models/Qwen2.5-72B-Instruct,
 #   5. the baseline image pulled by its pinned digest, 6. a GPU smoke check,
-#   7. the sandbox network's firewall rule (sandboxed servers cannot reach the machine).
+#   7. the sandbox network's firewall rules, saved, and the pod's sandbox self-test
+#      (sandboxed servers cannot reach the machine; scripts/gpu_setup/sandbox-firewall.sh).
 # Every step checks first and only acts when something is missing; run it as often as you
 # like. With --check it only verifies and reports, changing nothing (exit 1 if anything is
 # missing).
@@ -17,6 +18,7 @@
 #   CACHEON_MODEL_REPO    default Qwen/Qwen2.5-72B-Instruct (Hugging Face)
 #   HF_TOKEN              optional, for the download
 #   CACHEON_SANDBOX_NETWORK  default cacheon-sandbox
+#   CACHEON_SANDBOX_BRIDGE   default cacheon0 (the bridge the firewall rules name)
 #   CACHEON_GPU_COUNT     default 4
 set -euo pipefail
 
@@ -39,7 +41,6 @@ from_env_file() {
 BASELINE_IMAGE="${CACHEON_BASELINE_IMAGE:-$(from_env_file CACHEON_BASELINE_IMAGE)}"
 BASELINE_IMAGE="${BASELINE_IMAGE:-vllm/vllm-openai}"
 BASELINE_DIGEST="${CACHEON_BASELINE_DIGEST:-$(from_env_file CACHEON_BASELINE_DIGEST)}"
-NETWORK="${CACHEON_SANDBOX_NETWORK:-cacheon-sandbox}"
 GPU_COUNT="${CACHEON_GPU_COUNT:-4}"
 # The weights are about 145 GB; the baseline image about 10 GB; miner images up to 20 GB.
 MODEL_SPACE_GB=160
@@ -149,27 +150,14 @@ else
   todo "nvidia-smi not found (install the NVIDIA driver)"
 fi
 
-step "7. Sandbox network firewall"
-# The sandbox network is internal (no route out), but a container can still open
-# connections to this machine's own services on the bridge's gateway address. Drop new
-# connections that arrive from the bridge; replies to the pod's own requests to the servers
-# (established connections) still pass.
-if ! docker network inspect "$NETWORK" >/dev/null 2>&1; then
-  if act docker network create --internal "$NETWORK" >/dev/null; then
-    ok "internal network $NETWORK created"
-  else
-    todo "internal network $NETWORK"
-  fi
-fi
-if docker network inspect "$NETWORK" >/dev/null 2>&1; then
-  bridge="br-$(docker network inspect -f '{{.Id}}' "$NETWORK" | cut -c1-12)"
-  if iptables -C INPUT -i "$bridge" -m conntrack --ctstate NEW -j DROP 2>/dev/null; then
-    ok "new connections from $bridge to this machine dropped"
-  elif act iptables -I INPUT -i "$bridge" -m conntrack --ctstate NEW -j DROP; then
-    ok "new connections from $bridge now dropped (persist with iptables-persistent)"
-  else
-    todo "iptables -I INPUT -i $bridge -m conntrack --ctstate NEW -j DROP"
-  fi
+step "7. Sandbox network firewall and self-test"
+# sandbox-firewall.sh: the internal network on its fixed bridge, the rules (IPv4 and IPv6)
+# that drop new connections from it to this machine, saved for reboots, and the pod's own
+# self-test proving a container on it reaches nothing.
+firewall=("$REPO/scripts/gpu_setup/sandbox-firewall.sh")
+if [ "$CHECK" -eq 1 ]; then firewall+=(--check); fi
+if ! "${firewall[@]}"; then
+  missing=1
 fi
 
 if [ "$missing" -eq 0 ]; then

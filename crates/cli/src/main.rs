@@ -43,5 +43,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Commit(a) => commands::commit::run(&a).await,
         Command::Host(a) => commands::host::run(&a).await,
         Command::Pod(a) => commands::pod::run(&a).await,
+        Command::ProbeSandbox(a) => commands::probe::run(&a).await,
     }
 }

@@ -789,3 +789,112 @@ async fn hostile_servers_end_with_their_own_reason_and_leave_nothing() {
         assert_eq!(containers_of_round(&engine, round).await, 0, "{round}");
     }
 }
+
+/// Removes the test's firewall rules and network, whatever happened.
+struct FirewallCleanup {
+    bridge: &'static str,
+    network: &'static str,
+}
+
+impl Drop for FirewallCleanup {
+    fn drop(&mut self) {
+        for tool in ["iptables", "ip6tables"] {
+            let _ = Command::new(tool)
+                .args(["-D", "INPUT", "-i", self.bridge])
+                .args(["-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"])
+                .output();
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", self.network])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_self_test_refuses_a_sandbox_that_reaches_the_machine_until_the_firewall_holds() {
+    use cacheon_pod::safety::{self_test, SafetyError};
+    let _turn = TURN.lock().await;
+    const NETWORK: &str = "cacheon-test-selftest";
+    const BRIDGE: &str = "cacheonst0";
+    let _cleanup = FirewallCleanup {
+        bridge: BRIDGE,
+        network: NETWORK,
+    };
+    let _ = Command::new("docker").args(["network", "rm", NETWORK]).output();
+    let engine = Engine::connect().await.unwrap();
+    let probe = pulled(&engine).await;
+    let models = tempfile::tempdir().unwrap();
+    let cfg = SandboxConfig {
+        bridge: Some(BRIDGE.into()),
+        ..config(NETWORK, models.path())
+    };
+
+    // Docker's internal network alone: the host answers on the bridge's gateway.
+    let err = self_test(&engine, &cfg, &probe, "pod-selftest")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SafetyError::Reachable(_)), "{err}");
+    println!("without the rule: {err}");
+
+    // The operator's script reports the same, then installs the rules, then agrees.
+    std::fs::write(models.path().join("config.json"), "{}").unwrap();
+    std::fs::write(models.path().join("model.safetensors"), b"toy").unwrap();
+    std::fs::write(
+        models.path().join("tokenizer.json"),
+        cacheon_mockminer::tokenizer_json(),
+    )
+    .unwrap();
+    let script = |check: bool| {
+        let mut cmd = Command::new("bash");
+        cmd.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/gpu_setup/sandbox-firewall.sh"
+        ));
+        if check {
+            cmd.arg("--check");
+        }
+        cmd.env("CACHEON_SANDBOX_NETWORK", NETWORK)
+            .env("CACHEON_SANDBOX_BRIDGE", BRIDGE)
+            .env("CACHEON_FIREWALL_PERSIST", "0")
+            .env("CACHEON_BIN", env!("CARGO_BIN_EXE_cacheon"))
+            .env("CACHEON_PROBE_IMAGE", &probe)
+            .env("CACHEON_POD_ID", "pod-selftest")
+            .env("CACHEON_GPU_COUNT", "0")
+            .env("CACHEON_GPUS", "none")
+            .env("CACHEON_MIN_FREE_DISK_GB", "0")
+            .env("CACHEON_MODELS_DIR", models.path())
+            .env("CACHEON_MIN_DOCKER_VERSION", "20.10")
+            .env("CACHEON_CONTAINER_MEMORY_GB", "1")
+            .env("CACHEON_CONTAINER_SHM_GB", "1")
+            .env("CACHEON_CONTAINER_SCRATCH_GB", "1")
+            .env("CACHEON_S3_BUCKET", "unused")
+            .env("CACHEON_HANDOFF_SECRET", "unused");
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (fit, report) = script(true);
+    println!("setup --check before:\n{report}");
+    assert!(!fit, "{report}");
+    assert!(report.contains("MISSING  iptables -I INPUT"), "{report}");
+    assert!(report.contains("self-test failed"), "{report}");
+    let (fit, report) = script(false);
+    println!("setup:\n{report}");
+    assert!(fit, "{report}");
+    assert!(report.contains("reaches nothing"), "{report}");
+
+    // The pod's self-test now passes: nothing of this machine was reached.
+    let report = self_test(&engine, &cfg, &probe, "pod-selftest").await.unwrap();
+    assert_eq!(report.accepted, 0);
+    assert!(report.targets.iter().any(|t| t.is_ipv4()));
+    println!(
+        "with the rule: targets {:?}\n{}",
+        report.targets, report.probe_output
+    );
+}

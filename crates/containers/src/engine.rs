@@ -315,6 +315,29 @@ impl Engine {
         }
     }
 
+    /// The gateway addresses of a network (this machine's side of its bridge).
+    pub async fn network_gateways(
+        &self,
+        name: &str,
+    ) -> Result<Vec<std::net::IpAddr>, ContainerError> {
+        let network = self
+            .docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .map_err(|e| ContainerError::Network(format!("{name}: {e}")))?;
+        Ok(network
+            .ipam
+            .and_then(|i| i.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| c.gateway)
+            .filter_map(|g| g.parse().ok())
+            .collect())
+    }
+
     /// Removes every container this pod (`pod_id`, also a previous run of it) left behind;
     /// other pods' containers on the same engine are not touched. Returns how many.
     pub async fn reap(&self, pod_id: &str) -> Result<usize, ContainerError> {

@@ -318,6 +318,25 @@ impl Running {
         }
     }
 
+    /// Waits for the container to exit (at most `timeout`); returns its exit code.
+    pub async fn wait_exit(&self, timeout: Duration) -> Result<i64, ContainerError> {
+        let mut waits = self.engine.docker.wait_container(
+            &self.id,
+            None::<bollard::query_parameters::WaitContainerOptions>,
+        );
+        match tokio::time::timeout(timeout, waits.next()).await {
+            Err(_) => Err(ContainerError::Engine(format!(
+                "the container did not exit within {timeout:?}"
+            ))),
+            Ok(Some(Ok(r))) => Ok(r.status_code),
+            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => {
+                Ok(code)
+            }
+            Ok(Some(Err(e))) => Err(engine_error(e)),
+            Ok(None) => Err(ContainerError::Engine("no exit status".into())),
+        }
+    }
+
     /// The last `log_cap` bytes of the container's stdout and stderr, read for at most
     /// `LOG_READ_DEADLINE` (the log driver already caps the file at `log_cap`).
     pub async fn logs(&self) -> Vec<u8> {

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use cacheon_core::gate::StreamFault;
 use cacheon_core::prompts::Phase;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -78,6 +79,9 @@ pub struct EarlyStop {
     pub failed: usize,
     /// Milliseconds the failed requests took, together.
     pub fault_ms: u64,
+    /// The stream fault of every failed request (warm-ups included), in the order seen.
+    #[serde(default)]
+    pub faults: Vec<StreamFault>,
 }
 
 /// Shared by every request task of one run.
@@ -86,6 +90,7 @@ pub(crate) struct Watch {
     epoch: Instant,
     failed: AtomicUsize,
     fault_ns: AtomicU64,
+    faults: Mutex<Vec<StreamFault>>,
     stopped: Mutex<Option<EarlyStop>>,
     notify: Notify,
 }
@@ -97,6 +102,7 @@ impl Watch {
             epoch,
             failed: AtomicUsize::new(0),
             fault_ns: AtomicU64::new(0),
+            faults: Mutex::new(Vec::new()),
             stopped: Mutex::new(None),
             notify: Notify::new(),
         }
@@ -104,9 +110,13 @@ impl Watch {
 
     /// Takes a finished request into account; `took` is its wall time.
     pub(crate) fn observe(&self, record: &StreamRecord, took: Duration) {
-        if record.fault.is_none() {
+        let Some(fault) = record.fault else {
             return;
-        }
+        };
+        self.faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(fault);
         let fault_ns = self.fault_ns.fetch_add(nanos(took), Ordering::Relaxed) + nanos(took);
         let failed = if record.phase == Phase::Warmup {
             self.failed.load(Ordering::Relaxed)
@@ -132,6 +142,11 @@ impl Watch {
                     at_ns: nanos(self.epoch.elapsed()),
                     failed,
                     fault_ms: fault_ns / 1_000_000,
+                    faults: self
+                        .faults
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clone(),
                 });
                 self.notify.notify_waiters();
             }

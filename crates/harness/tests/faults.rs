@@ -264,6 +264,7 @@ async fn a_dripping_server_spends_its_fault_budget_and_an_honest_one_runs_whole(
     let early = run.stopped_early.clone().expect("stopped early");
     assert_eq!(early.cause, StopCause::FaultBudget);
     assert!(early.fault_ms >= 5000, "{early:?}");
+    assert_eq!(early.faults, [StreamFault::DeadlineExceeded; 2]);
     assert!(run
         .scored()
         .all(|r| r.fault == Some(StreamFault::DeadlineExceeded)));

@@ -167,8 +167,7 @@ async fn serve(
                 None => Measurement::Measured { run: Box::new(run) },
                 // The verdict is certain without the baseline: name it now.
                 Some(early) => {
-                    let faults: Vec<_> = run.scored().filter_map(|r| r.fault).collect();
-                    let reason = crate::verdict::for_faults(faults.iter().copied());
+                    let reason = crate::verdict::for_faults(early.faults.iter().copied());
                     tracing::warn!(%reason, ?early, "stopped early");
                     timings.stopped_early = Some(early.clone());
                     Measurement::Failed {

@@ -13,6 +13,7 @@ mod judge;
 mod keeper;
 pub mod preflight;
 mod round;
+pub mod safety;
 mod tracker;
 pub mod verdict;
 
@@ -100,19 +101,39 @@ pub async fn run(
     prompts: &PromptSource,
     shutdown: CancellationToken,
 ) -> Result<PodExit, PodError> {
-    let checked = preflight::run(&cfg.requirements).await?;
-    tracing::info!(pod = %cfg.pod_id, gpus = checked.hardware.gpus.len(), driver = ?checked.hardware.driver, "preflight passed");
-    let engine = Engine::connect().await?;
-    let reaped = engine.reap(&cfg.pod_id).await?;
-    if reaped > 0 {
-        tracing::warn!(reaped, "removed containers left by an earlier pod");
-    }
+    let (engine, checked) = check_machine(cfg).await?;
     let result = serve(cfg, bucket, prompts, &engine, &checked, &shutdown).await;
     // Whatever happened, nothing of ours keeps running next to the GPUs.
     if let Err(e) = engine.reap(&cfg.pod_id).await {
         tracing::error!("could not reap containers on exit: {e}");
     }
     result
+}
+
+/// Everything checked before the first claim: the hardware and model (preflight), the
+/// engine's version, leftovers of an earlier run of this pod, and the sandbox self-test.
+pub async fn check_machine(cfg: &PodConfig) -> Result<(Engine, preflight::Checked), PodError> {
+    let checked = preflight::run(&cfg.requirements).await?;
+    tracing::info!(pod = %cfg.pod_id, gpus = checked.hardware.gpus.len(), driver = ?checked.hardware.driver, "preflight passed");
+    let engine = Engine::connect().await?;
+    let safety = &cfg.requirements.safety;
+    safety::check_engine(&engine, safety)
+        .await
+        .map_err(PreflightError::from)?;
+    let reaped = engine.reap(&cfg.pod_id).await?;
+    if reaped > 0 {
+        tracing::warn!(reaped, "removed containers left by an earlier pod");
+    }
+    match &safety.probe_image {
+        Some(image) => {
+            let report = safety::self_test(&engine, &cfg.sandbox, image, &cfg.pod_id)
+                .await
+                .map_err(PreflightError::from)?;
+            tracing::info!(targets = ?report.targets, "sandbox self-test passed: nothing reachable");
+        }
+        None => tracing::warn!("sandbox self-test skipped by configuration"),
+    }
+    Ok((engine, checked))
 }
 
 async fn serve(

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use cacheon_harness::Vocab;
 
+use crate::safety::{SafetyError, SafetyRequirements};
+
 use cacheon_handoff::documents::{Gpu, Hardware};
 use serde::Deserialize;
 
@@ -24,6 +26,8 @@ pub struct Requirements {
     /// Where images are unpacked (Docker's data root), checked for free space.
     pub docker_root: PathBuf,
     pub min_free_disk_bytes: u64,
+    /// Versions and the sandbox self-test (see `safety`).
+    pub safety: SafetyRequirements,
 }
 
 impl Default for Requirements {
@@ -36,6 +40,7 @@ impl Default for Requirements {
             models_dir: PathBuf::from("/workspace/models/Qwen2.5-72B-Instruct"),
             docker_root: PathBuf::from("/var/lib/docker"),
             min_free_disk_bytes: 60 << 30,
+            safety: SafetyRequirements::default(),
         }
     }
 }
@@ -62,6 +67,8 @@ pub enum PreflightError {
     DiskQuery { dir: String, detail: String },
     #[error("only {free} bytes free under {dir}; need {need}")]
     Disk { dir: String, free: u64, need: u64 },
+    #[error("unsafe machine: {0}")]
+    Safety(#[from] SafetyError),
 }
 
 /// The checked hardware, the model's context limit for the baseline's arguments, and its
@@ -82,6 +89,7 @@ pub async fn run(req: &Requirements) -> Result<Checked, PreflightError> {
     } else {
         let hardware = query_gpus(&req.nvidia_smi).await?;
         check_gpus(req, &hardware)?;
+        crate::safety::check_gpu_stack(&req.safety, hardware.driver.as_deref()).await?;
         hardware
     };
     let max_model_len = check_model_dir(&req.models_dir)?;

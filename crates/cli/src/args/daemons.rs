@@ -34,8 +34,13 @@ pub struct HandoffArgs {
     pub s3_attempts: u32,
     /// Shared secret: job and result documents carry an HMAC-SHA256 with it, and documents
     /// without a valid one are refused. Set the same value on the host and every pod.
+    /// Required unless `--insecure-no-handoff-mac` says otherwise.
     #[arg(long, env = "CACHEON_HANDOFF_SECRET", hide_env_values = true)]
     pub handoff_secret: Option<String>,
+    /// Run without the hand-off MAC: anyone who can write to the bucket can then forge jobs
+    /// and results. For throwaway local setups only.
+    #[arg(long, env = "CACHEON_INSECURE_NO_HANDOFF_MAC")]
+    pub insecure_no_handoff_mac: bool,
 }
 
 #[derive(Debug, Args)]
@@ -218,6 +223,29 @@ pub struct PodArgs {
     pub stop_grace_secs: u64,
     #[arg(long, env = "CACHEON_IMAGE_SIZE_LIMIT_GB", default_value_t = 20)]
     pub image_size_limit_gb: u64,
+    /// Oldest Docker engine accepted (26.0.0 closes CVE-2024-29018).
+    #[arg(long, env = "CACHEON_MIN_DOCKER_VERSION", default_value = "26.0.0")]
+    pub min_docker_version: String,
+    /// Oldest NVIDIA container toolkit accepted (1.17.8 closes CVE-2025-23266).
+    #[arg(long, env = "CACHEON_MIN_TOOLKIT_VERSION", default_value = "1.17.8")]
+    pub min_toolkit_version: String,
+    /// Oldest NVIDIA driver accepted.
+    #[arg(long, env = "CACHEON_MIN_DRIVER_VERSION", default_value = "550.0")]
+    pub min_driver_version: String,
+    /// The toolkit's CLI, asked for its version.
+    #[arg(long, env = "CACHEON_NVIDIA_CTK", default_value = "nvidia-ctk")]
+    pub nvidia_ctk: PathBuf,
+    /// The image of the sandbox self-test's probe (`cacheon probe-sandbox`): the pod's own
+    /// image, pinned. Required unless --skip-sandbox-self-test.
+    #[arg(long, env = "CACHEON_PROBE_IMAGE")]
+    pub probe_image: Option<String>,
+    /// Skip the sandbox self-test (only where the operator has checked the network).
+    #[arg(long, env = "CACHEON_SKIP_SANDBOX_SELF_TEST")]
+    pub skip_sandbox_self_test: bool,
+    /// Run the preflight (versions and the sandbox self-test), print it and exit: 0 when
+    /// the machine is fit to run miners, 1 otherwise. `setup.sh --check` runs this.
+    #[arg(long)]
+    pub check_only: bool,
     /// Seconds one image pull may take in all.
     #[arg(long, env = "CACHEON_PULL_TIMEOUT_SECS", default_value_t = 1800)]
     pub pull_timeout_secs: u64,

@@ -62,6 +62,23 @@ pub enum Command {
     Host(HostArgs),
     /// The GPU pod daemon: claims rounds from the hand-off bucket and measures them.
     Pod(Box<PodArgs>),
+    /// Run inside the sandbox by the pod's self-test: try to reach each address and resolve
+    /// each name; exit 0 when everything was blocked, 3 when anything was reached.
+    #[command(hide = true)]
+    ProbeSandbox(ProbeSandboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeSandboxArgs {
+    /// `ip:port` to open a TCP connection to (repeatable).
+    #[arg(long)]
+    pub connect: Vec<std::net::SocketAddr>,
+    /// A name to resolve (repeatable).
+    #[arg(long)]
+    pub resolve: Vec<String>,
+    /// Seconds per attempt.
+    #[arg(long, default_value_t = 3)]
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Args)]

@@ -21,8 +21,16 @@ pub fn bucket(a: &HandoffArgs) -> anyhow::Result<Bucket> {
         .filter(|s| !s.is_empty())
         .map(|s| HandoffSecret::new(s.as_bytes().to_vec()));
     if secret.is_none() {
+        if !a.insecure_no_handoff_mac {
+            anyhow::bail!(
+                "CACHEON_HANDOFF_SECRET is not set: hand-off documents would not be \
+                 authenticated. Set the same secret on the host and every pod (for example \
+                 `openssl rand -hex 32`), or pass --insecure-no-handoff-mac for a throwaway \
+                 local setup"
+            );
+        }
         tracing::warn!(
-            "CACHEON_HANDOFF_SECRET is not set: hand-off documents are not authenticated"
+            "--insecure-no-handoff-mac: hand-off documents are not authenticated"
         );
     }
     let retry = Retry {

@@ -8,4 +8,5 @@ pub mod host;
 pub mod mock_chain;
 pub mod mock_miner;
 pub mod pod;
+pub mod probe;
 pub mod prompts;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use cacheon_containers::{
     Credentials, Gpus, PullPolicy, RegistryAuth, RegistryPolicy, SandboxConfig,
 };
+use cacheon_pod::safety::SafetyRequirements;
 use cacheon_pod::{PodConfig, PodExit, PromptSource, Requirements};
 use tokio_util::sync::CancellationToken;
 
@@ -48,7 +49,20 @@ fn config(a: &PodArgs) -> anyhow::Result<PodConfig> {
         models_dir: a.models_dir.clone(),
         docker_root: a.docker_root.clone(),
         min_free_disk_bytes: a.min_free_disk_gb.saturating_mul(1 << 30),
+        safety: SafetyRequirements {
+            min_engine: a.min_docker_version.clone(),
+            min_toolkit: a.min_toolkit_version.clone(),
+            min_driver: a.min_driver_version.clone(),
+            nvidia_ctk: a.nvidia_ctk.clone(),
+            probe_image: a.probe_image.clone(),
+        },
     };
+    if a.probe_image.is_none() && !a.skip_sandbox_self_test {
+        anyhow::bail!(
+            "CACHEON_PROBE_IMAGE is not set: the sandbox self-test needs an image with \
+             `cacheon` (the pod's own, pinned by digest); --skip-sandbox-self-test skips it"
+        );
+    }
     if a.container_user.split(':').next().is_some_and(|u| u == "0" || u == "root") {
         anyhow::bail!("CACHEON_CONTAINER_USER: miners' servers never run as root");
     }
@@ -95,6 +109,18 @@ fn config(a: &PodArgs) -> anyhow::Result<PodConfig> {
 
 pub async fn run(a: &PodArgs) -> anyhow::Result<()> {
     let cfg = config(a)?;
+    if a.check_only {
+        // The same checks as before a first claim; nothing else.
+        let (_, checked) = cacheon_pod::check_machine(&cfg)
+            .await
+            .context("this machine is not fit to run miners")?;
+        println!(
+            "ok: preflight, versions and the sandbox self-test passed ({} GPU(s), driver {})",
+            checked.hardware.gpus.len(),
+            checked.hardware.driver.as_deref().unwrap_or("none")
+        );
+        return Ok(());
+    }
     let (corpus, templates) = workload::load(&a.source)?;
     let bucket = handoff::bucket(&a.handoff)?;
     let token = CancellationToken::new();

@@ -69,14 +69,15 @@ pub async fn run(a: &BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let miner_run = measured("miner", &miner, &prompts, &cfg, &stop, a.quiet).await?;
     if let Some(early) = &miner_run.stopped_early {
-        let faults = miner_run.scored().filter_map(|r| r.fault);
-        let reason = cacheon_pod::verdict::for_faults(faults);
+        let reason = cacheon_pod::verdict::for_faults(early.faults.iter().copied());
         println!(
-            "miner: stopped early after {:.1} s ({:?}): {} scored request(s) failed, \
-             failed requests took {:.1} s in all; the miner's run took {:.1} s",
+            "miner: stopped early after {:.1} s ({:?}): {} request(s) failed ({} scored) with \
+             {:?}, failed requests took {:.1} s in all; the miner's run took {:.1} s",
             early.at_ns as f64 / 1e9,
             early.cause,
+            early.faults.len(),
             early.failed,
+            early.faults,
             early.fault_ms as f64 / 1e3,
             started.elapsed().as_secs_f64()
         );
@@ -186,7 +187,7 @@ pub(crate) async fn measured(
     bar.finish_and_clear();
     let failed = run.scored().filter(|r| r.fault.is_some()).count();
     if failed > 0 {
-        tracing::warn!("{name}: {failed} request(s) had a broken stream");
+        tracing::warn!("{name}: {failed} scored request(s) failed");
     }
     Ok(run)
 }
