@@ -225,3 +225,93 @@ async fn host_requeue_gives_a_failed_infra_submission_fresh_attempts() {
     }
     store.close().await;
 }
+
+/// A model directory preflight accepts, with stand-ins for `nvidia-smi` (one H200 on
+/// driver 570) and `nvidia-ctk` reporting `toolkit`.
+fn fit_machine(dir: &Path, toolkit: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let models = dir.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::write(models.join("config.json"), "{}").unwrap();
+    std::fs::write(models.join("model.safetensors"), b"toy").unwrap();
+    std::fs::write(
+        models.join("tokenizer.json"),
+        cacheon_mockminer::tokenizer_json(),
+    )
+    .unwrap();
+    for (name, out) in [
+        (
+            "nvidia-smi",
+            "0, NVIDIA H200, 143771, 570.124.06".to_string(),
+        ),
+        (
+            "nvidia-ctk",
+            format!("NVIDIA Container Toolkit CLI version {toolkit}\ncommit: 0000"),
+        ),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\nprintf '%s\\n' '{out}'\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+fn check_only(dir: &Path, extra: &[&str]) -> Output {
+    let models = dir.join("models");
+    let smi = dir.join("nvidia-smi");
+    let ctk = dir.join("nvidia-ctk");
+    let mut args = vec![
+        "pod",
+        "--check-only",
+        "--skip-sandbox-self-test",
+        "--gpu-count",
+        "1",
+        "--min-free-disk-gb",
+        "0",
+        "--s3-bucket",
+        "unused",
+        "--models-dir",
+        models.to_str().unwrap(),
+        "--nvidia-smi",
+        smi.to_str().unwrap(),
+        "--nvidia-ctk",
+        ctk.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = Command::new(env!("CARGO_BIN_EXE_cacheon"))
+        .args(&args)
+        .env("CACHEON_HANDOFF_SECRET", "unused")
+        .output()
+        .expect("run cacheon");
+    out
+}
+
+#[test]
+fn preflight_refuses_a_toolkit_or_engine_with_known_escapes() {
+    let dir = tempfile::tempdir().unwrap();
+    // The container toolkit before 1.17.8 (CVE-2025-23266): refused before the engine.
+    fit_machine(dir.path(), "1.17.3");
+    let out = check_only(dir.path(), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("NVIDIA container toolkit version 1.17.3 is older than the required 1.17.8"),
+        "{err}"
+    );
+    // A fixed toolkit, but an engine older than the operator's minimum.
+    fit_machine(dir.path(), "1.17.8");
+    let out = check_only(dir.path(), &["--min-docker-version", "999.0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("Docker engine version") && err.contains("older than the required 999.0"),
+        "{err}"
+    );
+    // Both fine: the machine passes.
+    let out = check_only(dir.path(), &["--min-docker-version", "20.10"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: preflight"));
+}

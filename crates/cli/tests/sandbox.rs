@@ -88,8 +88,8 @@ fn policy(size_limit: u64) -> PullPolicy {
         timeout: Duration::from_secs(60),
         stall: Duration::from_secs(30),
         registries: RegistryPolicy {
-            auth: Vec::new(),
             allow_hosts: vec![REGISTRY.into(), "localhost".into()],
+            ..RegistryPolicy::default()
         },
     }
 }
@@ -203,7 +203,10 @@ async fn pulled_by_digest_sandboxed_healthy_streaming_then_removed() {
         .unwrap();
     let host = inspect.host_config.clone().unwrap();
     let env = inspect.config.clone().unwrap().env.unwrap();
-    assert!(env.contains(&"NVIDIA_VISIBLE_DEVICES=void".to_string()), "{env:?}");
+    assert!(
+        env.contains(&"NVIDIA_VISIBLE_DEVICES=void".to_string()),
+        "{env:?}"
+    );
     assert!(env.contains(&"HOME=/tmp".to_string()), "{env:?}");
     assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
     assert!(host.cap_add.unwrap_or_default().is_empty());
@@ -499,7 +502,24 @@ async fn hostile_registries_are_the_miners_fault_and_learn_nothing() {
         .pull(&image(port), &digest, &policy(1 << 30), &|_| {})
         .await
         .unwrap_err();
-    assert_eq!(err.blame(), Blame::Miner(DisqualifyReason::PullFailed), "{err}");
+    assert_eq!(
+        err.blame(),
+        Blame::Miner(DisqualifyReason::PullFailed),
+        "{err}"
+    );
+    // The same failure of a registry the operator runs is the operator's.
+    let ours = PullPolicy {
+        registries: RegistryPolicy {
+            operated: vec![format!("localhost:{port}")],
+            ..policy(1 << 30).registries
+        },
+        ..policy(1 << 30)
+    };
+    let err = engine
+        .pull(&image(port), &digest, &ours, &|_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err.blame(), Blame::Infra(_)), "{err}");
 
     // A registry that accepts and never answers: the pull's own deadline ends it.
     let (port, stalled) = listener(None).await;
@@ -512,7 +532,11 @@ async fn hostile_registries_are_the_miners_fault_and_learn_nothing() {
         .pull(&image(port), &digest, &short, &|_| {})
         .await
         .unwrap_err();
-    assert_eq!(err.blame(), Blame::Miner(DisqualifyReason::PullFailed), "{err}");
+    assert_eq!(
+        err.blame(),
+        Blame::Miner(DisqualifyReason::PullFailed),
+        "{err}"
+    );
     assert!(hits(&stalled) >= 1);
     println!("stalling registry: refused after {:?}", t.elapsed());
 
@@ -536,6 +560,7 @@ async fn hostile_registries_are_the_miners_fault_and_learn_nothing() {
                 },
             }],
             allow_hosts: vec!["localhost".into()],
+            operated: Vec::new(),
         },
         ..policy(1 << 30)
     };
@@ -543,14 +568,16 @@ async fn hostile_registries_are_the_miners_fault_and_learn_nothing() {
         .pull(&image(port), &digest, &with_creds, &|_| {})
         .await
         .unwrap_err();
-    assert_eq!(err.blame(), Blame::Miner(DisqualifyReason::PullDenied), "{err}");
+    assert_eq!(
+        err.blame(),
+        Blame::Miner(DisqualifyReason::PullDenied),
+        "{err}"
+    );
     assert_eq!(hits(&realm_hits), 0, "the foreign realm was contacted");
 
     // A loopback registry the operator did not allow: refused before any request.
-    let (port, contacted) = listener(Some(
-        "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".into(),
-    ))
-    .await;
+    let (port, contacted) =
+        listener(Some("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".into())).await;
     let strict = PullPolicy {
         registries: RegistryPolicy::default(),
         ..policy(1 << 30)
@@ -560,7 +587,11 @@ async fn hostile_registries_are_the_miners_fault_and_learn_nothing() {
         .pull(&local, &digest, &strict, &|_| {})
         .await
         .unwrap_err();
-    assert_eq!(err.blame(), Blame::Miner(DisqualifyReason::PullDenied), "{err}");
+    assert_eq!(
+        err.blame(),
+        Blame::Miner(DisqualifyReason::PullDenied),
+        "{err}"
+    );
     assert_eq!(hits(&contacted), 0);
 
     // An index with the committed digest whose linux/amd64 entry is served as other bytes.
@@ -569,7 +600,10 @@ async fn hostile_registries_are_the_miners_fault_and_learn_nothing() {
         .pull(&index_ref, &index_digest, &policy(1 << 30), &|_| {})
         .await
         .unwrap_err();
-    assert!(matches!(err, ContainerError::DigestMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, ContainerError::DigestMismatch { .. }),
+        "{err}"
+    );
 }
 
 /// A registry serving an index (under its true digest) that names a platform manifest,
@@ -581,21 +615,26 @@ async fn swapping_index_registry() -> (ImageRef, Digest) {
     let index = format!(
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{child}","size":100,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#
     );
-    let index_digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(index.as_bytes())));
+    let index_digest = format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(index.as_bytes()))
+    );
     let swapped = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:00","size":10},"layers":[]}"#;
     let want = index_digest.clone();
     let app = axum::Router::new().route(
         "/v2/{*rest}",
-        get(move |axum::extract::Path(rest): axum::extract::Path<String>| {
-            let (index, want) = (index.clone(), want.clone());
-            async move {
-                if rest.ends_with(&want) {
-                    index
-                } else {
-                    swapped.to_string()
+        get(
+            move |axum::extract::Path(rest): axum::extract::Path<String>| {
+                let (index, want) = (index.clone(), want.clone());
+                async move {
+                    if rest.ends_with(&want) {
+                        index
+                    } else {
+                        swapped.to_string()
+                    }
                 }
-            }
-        }),
+            },
+        ),
     );
     let l = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
@@ -619,7 +658,12 @@ async fn a_layer_that_expands_past_the_limit_is_refused_and_removed() {
     let f = std::fs::File::create(root.join("zeros")).unwrap();
     f.set_len(64 << 20).unwrap();
     let tar = dir.path().join("bomb.tar");
-    sh(Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg("."));
+    sh(Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
     let (image, digest) = push_image(&tar, r#"["/zeros"]"#, "bomb");
     let err = engine
         .pull(&image, &digest, &policy(8 << 20), &|_| {})
@@ -687,7 +731,11 @@ async fn hostile_servers_end_with_their_own_reason_and_leave_nothing() {
         .await
         .unwrap();
     let err = redirecting.wait_healthy().await.unwrap_err();
-    assert_eq!(err.blame(), Blame::Miner(DisqualifyReason::Redirected), "{err}");
+    assert_eq!(
+        err.blame(),
+        Blame::Miner(DisqualifyReason::Redirected),
+        "{err}"
+    );
     assert_eq!(hits(&reached), 0, "the redirect was followed");
     redirecting.teardown().await.unwrap();
 
@@ -713,7 +761,11 @@ async fn hostile_servers_end_with_their_own_reason_and_leave_nothing() {
     // Memory exhaustion: killed by the engine at the limit.
     let hog = run("a=0123456789abcdef; while :; do a=$a$a; done", "r-hog").await;
     let err = hog.wait_healthy().await.unwrap_err();
-    assert_eq!(err.blame(), Blame::Miner(DisqualifyReason::OomKilled), "{err}");
+    assert_eq!(
+        err.blame(),
+        Blame::Miner(DisqualifyReason::OomKilled),
+        "{err}"
+    );
     hog.teardown().await.unwrap();
 
     // A fork bomb: held at the pids limit; the engine still answers and removes it.
@@ -736,7 +788,11 @@ async fn hostile_servers_end_with_their_own_reason_and_leave_nothing() {
     )
     .await;
     let err = filler.wait_healthy().await.unwrap_err();
-    assert_eq!(err.blame(), Blame::Miner(DisqualifyReason::Unhealthy), "{err}");
+    assert_eq!(
+        err.blame(),
+        Blame::Miner(DisqualifyReason::Unhealthy),
+        "{err}"
+    );
     let du = Command::new("docker")
         .args(["exec", &filler.id, "/bin/busybox", "du", "-sk", "/tmp"])
         .output()
@@ -750,10 +806,7 @@ async fn hostile_servers_end_with_their_own_reason_and_leave_nothing() {
     assert!(kib <= 16 << 10, "/tmp holds {kib} KiB, over its 16 MiB");
     let sized = engine
         .docker()
-        .inspect_container(
-            &filler.id,
-            Some(InspectContainerOptions { size: true }),
-        )
+        .inspect_container(&filler.id, Some(InspectContainerOptions { size: true }))
         .await
         .unwrap();
     assert_eq!(sized.size_rw.unwrap_or(0), 0, "the writable layer grew");
@@ -767,7 +820,11 @@ async fn hostile_servers_end_with_their_own_reason_and_leave_nothing() {
     )
     .await;
     let err = flood.wait_healthy().await.unwrap_err();
-    assert_eq!(err.blame(), Blame::Miner(DisqualifyReason::Unhealthy), "{err}");
+    assert_eq!(
+        err.blame(),
+        Blame::Miner(DisqualifyReason::Unhealthy),
+        "{err}"
+    );
     let path = engine
         .docker()
         .inspect_container(&flood.id, None::<InspectContainerOptions>)
@@ -785,7 +842,14 @@ async fn hostile_servers_end_with_their_own_reason_and_leave_nothing() {
     assert!(logs.len() <= 4096);
     println!("log flood: {on_disk} bytes on disk, {} kept", logs.len());
 
-    for round in ["r-bad-entry", "r-redirect", "r-hog", "r-fork", "r-disk", "r-flood"] {
+    for round in [
+        "r-bad-entry",
+        "r-redirect",
+        "r-hog",
+        "r-fork",
+        "r-disk",
+        "r-flood",
+    ] {
         assert_eq!(containers_of_round(&engine, round).await, 0, "{round}");
     }
 }
@@ -820,7 +884,9 @@ async fn the_self_test_refuses_a_sandbox_that_reaches_the_machine_until_the_fire
         bridge: BRIDGE,
         network: NETWORK,
     };
-    let _ = Command::new("docker").args(["network", "rm", NETWORK]).output();
+    let _ = Command::new("docker")
+        .args(["network", "rm", NETWORK])
+        .output();
     let engine = Engine::connect().await.unwrap();
     let probe = pulled(&engine).await;
     let models = tempfile::tempdir().unwrap();
@@ -890,7 +956,9 @@ async fn the_self_test_refuses_a_sandbox_that_reaches_the_machine_until_the_fire
     assert!(report.contains("reaches nothing"), "{report}");
 
     // The pod's self-test now passes: nothing of this machine was reached.
-    let report = self_test(&engine, &cfg, &probe, "pod-selftest").await.unwrap();
+    let report = self_test(&engine, &cfg, &probe, "pod-selftest")
+        .await
+        .unwrap();
     assert_eq!(report.accepted, 0);
     assert!(report.targets.iter().any(|t| t.is_ipv4()));
     println!(

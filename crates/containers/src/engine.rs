@@ -128,7 +128,16 @@ impl Engine {
         });
         if let Err(e) = pulled {
             self.remove_image(&pinned).await;
-            return Err(e);
+            // A registry is the miner's choice, unless the operator runs it (a mirror of
+            // theirs): then its failures are ours.
+            return Err(match e {
+                ContainerError::PullFailed { reason, .. }
+                    if policy.registries.operated_by_us(&Location::of(image).host) =>
+                {
+                    ContainerError::Mirror(reason)
+                }
+                e => e,
+            });
         }
         Ok(pinned)
     }

@@ -45,6 +45,10 @@ pub enum ContainerError {
     /// a whole image before the pull (then the image grew past its budget): the pod decides.
     #[error("no space left for images: {0}")]
     DiskFull(String),
+    /// A registry the operator runs (a mirror) failed: the operator's infrastructure,
+    /// not the miner's choice.
+    #[error("the operator's registry failed: {0}")]
+    Mirror(String),
     #[error("sandbox network setup failed: {0}")]
     Network(String),
     #[error("GPUs not released in time: {0}")]
@@ -72,7 +76,7 @@ impl ContainerError {
             E::Crashed { .. } => Blame::Miner(DisqualifyReason::Crashed),
             E::OomKilled => Blame::Miner(DisqualifyReason::OomKilled),
             E::NeverHealthy(_) => Blame::Miner(DisqualifyReason::Unhealthy),
-            E::Engine(_) | E::DiskFull(_) | E::Network(_) | E::GpuBusy(_) => {
+            E::Engine(_) | E::DiskFull(_) | E::Mirror(_) | E::Network(_) | E::GpuBusy(_) => {
                 Blame::Infra(InfraReason::EngineFailure)
             }
         }

@@ -62,9 +62,18 @@ pub struct RegistryPolicy {
     /// Hosts (`host` or `host:port`) allowed although they are loopback, private or IP
     /// literals: a local mirror, the tests' registry.
     pub allow_hosts: Vec<String>,
+    /// Registries the operator runs (`host` or `host:port`): their failures are ours and
+    /// void the round instead of disqualifying the miner.
+    pub operated: Vec<String>,
 }
 
 impl RegistryPolicy {
+    /// Whether the operator runs this registry.
+    pub fn operated_by_us(&self, host_port: &str) -> bool {
+        let host = strip_port(host_port);
+        self.operated.iter().any(|a| a == host_port || a == host)
+    }
+
     /// The credentials configured for `host` (the image's registry, Docker Hub's name
     /// normalised), if any.
     pub fn credentials_for(&self, host: &str) -> Option<&Credentials> {
@@ -76,9 +85,7 @@ impl RegistryPolicy {
 
     fn allows(&self, host_port: &str) -> bool {
         let host = strip_port(host_port);
-        self.allow_hosts
-            .iter()
-            .any(|a| a == host_port || a == host)
+        self.allow_hosts.iter().any(|a| a == host_port || a == host)
     }
 
     /// Refuses registries on this machine's own networks unless allowed: a miner must not
@@ -100,12 +107,13 @@ impl RegistryPolicy {
         if host.eq_ignore_ascii_case("localhost") || literal.parse::<IpAddr>().is_ok() {
             return Err(refuse("IP literals and localhost are not allowed".into()));
         }
-        let addrs = tokio::net::lookup_host((host, 443))
-            .await
-            .map_err(|e| ContainerError::PullFailed {
-                image: image.to_string(),
-                reason: format!("cannot resolve registry {host}: {e}"),
-            })?;
+        let addrs =
+            tokio::net::lookup_host((host, 443))
+                .await
+                .map_err(|e| ContainerError::PullFailed {
+                    image: image.to_string(),
+                    reason: format!("cannot resolve registry {host}: {e}"),
+                })?;
         for addr in addrs {
             if !is_public(addr.ip()) {
                 return Err(refuse(format!("it resolves to {}", addr.ip())));
@@ -433,8 +441,7 @@ async fn bearer_token(
             )));
         }
     }
-    let t: Token =
-        serde_json::from_slice(&body).map_err(|e| failed(format!("{realm}: {e}")))?;
+    let t: Token = serde_json::from_slice(&body).map_err(|e| failed(format!("{realm}: {e}")))?;
     t.token
         .or(t.access_token)
         .ok_or_else(|| failed(format!("{realm}: no token in the answer")))
@@ -506,7 +513,10 @@ mod tests {
         assert!(!realm_allowed(&hub, &url("https://169.254.169.254/token")));
         let ghcr = loc("ghcr.io/org/x");
         assert!(realm_allowed(&ghcr, &url("https://ghcr.io/token")));
-        assert!(!realm_allowed(&ghcr, &url("https://ghcr.io.evil.example/token")));
+        assert!(!realm_allowed(
+            &ghcr,
+            &url("https://ghcr.io.evil.example/token")
+        ));
         let local = loc("localhost:5000/x");
         assert!(realm_allowed(&local, &url("http://localhost:6000/token")));
         assert!(!realm_allowed(&local, &url("http://127.0.0.1:6000/token")));
@@ -533,8 +543,8 @@ mod tests {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
         let p = RegistryPolicy {
-            auth: vec![],
             allow_hosts: vec!["localhost:5000".into()],
+            ..RegistryPolicy::default()
         };
         assert!(p.allows("localhost:5000"));
         assert!(!p.allows("localhost:5001"));

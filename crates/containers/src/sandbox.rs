@@ -247,7 +247,11 @@ impl Engine {
     /// config) when the engine itself still answers, ours when it does not.
     async fn start_error(&self, e: bollard::errors::Error) -> ContainerError {
         let classified = engine_error(e);
-        if matches!(classified, ContainerError::DiskFull(_)) {
+        // An image cannot remove its own container: if it vanished, something on our
+        // side did.
+        if matches!(classified, ContainerError::DiskFull(_))
+            || classified.to_string().contains("No such container")
+        {
             return classified;
         }
         match self.docker.ping().await {
@@ -302,7 +306,12 @@ impl Running {
                         let location = r
                             .headers()
                             .get(reqwest::header::LOCATION)
-                            .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(200).collect())
+                            .map(|v| {
+                                String::from_utf8_lossy(v.as_bytes())
+                                    .chars()
+                                    .take(200)
+                                    .collect()
+                            })
                             .unwrap_or_default();
                         return Err(ContainerError::Redirected {
                             status: r.status().as_u16(),

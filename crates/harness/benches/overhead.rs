@@ -126,13 +126,22 @@ fn measure(rt: &tokio::runtime::Runtime, concurrency: usize, itl: Duration) -> R
         let target = Target::new(&mock.url, concurrency, cfg.connect_timeout).unwrap();
         // An unmeasured pass fills the mock's generation cache: the mock's own arithmetic
         // is not what this benchmark is about.
-        run(&target, &set, &cfg, &StopRule::never(), Instant::now(), &|_| {})
-            .await
-            .unwrap();
+        run(
+            &target,
+            &set,
+            &cfg,
+            &StopRule::never(),
+            Instant::now(),
+            &|_| {},
+        )
+        .await
+        .unwrap();
         mock.timeline.clear();
         let epoch = Instant::now();
         (
-            run(&target, &set, &cfg, &StopRule::never(), epoch, &|_| {}).await.unwrap(),
+            run(&target, &set, &cfg, &StopRule::never(), epoch, &|_| {})
+                .await
+                .unwrap(),
             epoch,
         )
     });

@@ -125,11 +125,7 @@ impl Watch {
         };
         let cause = if self.rule.max_failures.is_some_and(|m| failed > m) {
             Some(StopCause::TooManyFailures)
-        } else if self
-            .rule
-            .fault_budget
-            .is_some_and(|b| fault_ns >= nanos(b))
-        {
+        } else if self.rule.fault_budget.is_some_and(|b| fault_ns >= nanos(b)) {
             Some(StopCause::FaultBudget)
         } else {
             None
@@ -199,7 +195,10 @@ mod tests {
             StopRule::for_contestant(0.0, 5, budget).max_failures,
             Some(5)
         );
-        assert_eq!(StopRule::for_contestant(1.0, 0, budget).max_failures, Some(0));
+        assert_eq!(
+            StopRule::for_contestant(1.0, 0, budget).max_failures,
+            Some(0)
+        );
         assert_eq!(StopRule::never().max_failures, None);
     }
 }

@@ -282,7 +282,12 @@ pub async fn stream_chat(
         let location = response
             .headers()
             .get(reqwest::header::LOCATION)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(200).collect::<String>())
+            .map(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            })
             .unwrap_or_default();
         record.fail(
             StreamFault::Redirected,

@@ -226,9 +226,16 @@ async fn fail_fast(fault: Option<Fault>, cfg: &HarnessConfig) -> cacheon_harness
     let target = Target::new(&mock.url(), cfg.concurrency, cfg.connect_timeout).unwrap();
     let stop = StopRule::for_contestant(0.95, set.scored_count(), cfg.fault_budget);
     assert_eq!(stop.max_failures, Some(1));
-    cacheon_harness::run(&target, &set, cfg, &stop, tokio::time::Instant::now(), &|_| {})
-        .await
-        .unwrap()
+    cacheon_harness::run(
+        &target,
+        &set,
+        cfg,
+        &stop,
+        tokio::time::Instant::now(),
+        &|_| {},
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,9 +250,7 @@ async fn a_stalling_server_is_dropped_as_soon_as_its_verdict_is_certain() {
     // The warm-up and two scored requests failed; the 22 others were never sent.
     assert_eq!((run.latency.len(), run.throughput.len()), (2, 0));
     assert_eq!(early.failed, 2);
-    assert!(run
-        .scored()
-        .all(|r| r.fault == Some(StreamFault::Stalled)));
+    assert!(run.scored().all(|r| r.fault == Some(StreamFault::Stalled)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -122,9 +122,7 @@ impl FromStr for Fault {
             "garbage-sse" => Fault::GarbageSse,
             "slow-health" => Fault::SlowHealth(millis()?),
             "failing-health" => Fault::FailingHealth,
-            "redirect-health" => {
-                Fault::RedirectHealth(u16::try_from(count()?).map_err(|_| bad())?)
-            }
+            "redirect-health" => Fault::RedirectHealth(u16::try_from(count()?).map_err(|_| bad())?),
             _ => return Err(bad()),
         };
         // Argument-free faults take no argument.

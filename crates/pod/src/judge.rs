@@ -169,10 +169,17 @@ async fn judge_all(
     let target = Target::new(url, job.harness.concurrency, job.harness.connect_timeout)
         .map_err(|e| e.to_string())?;
     let never = cacheon_harness::StopRule::never();
-    let run = cacheon_harness::run(&target, prompts, &job.harness, &never, Instant::now(), &|_| {})
-        .instrument(tracing::info_span!("workload", submission = BASELINE_LABEL))
-        .await
-        .map_err(|e| e.to_string())?;
+    let run = cacheon_harness::run(
+        &target,
+        prompts,
+        &job.harness,
+        &never,
+        Instant::now(),
+        &|_| {},
+    )
+    .instrument(tracing::info_span!("workload", submission = BASELINE_LABEL))
+    .await
+    .map_err(|e| e.to_string())?;
     let faulted = run.scored().filter(|r| r.fault.is_some()).count();
     if faulted > 0 {
         return Err(format!("{faulted} of the baseline's own requests failed"));

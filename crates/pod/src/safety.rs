@@ -218,7 +218,11 @@ pub async fn self_test(
         }
     }
     if let Some(port) = v6 {
-        targets.extend(host_ipv6_addresses().into_iter().map(|ip| SocketAddr::new(ip, port)));
+        targets.extend(
+            host_ipv6_addresses()
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port)),
+        );
     }
     if !targets.iter().any(SocketAddr::is_ipv4) {
         return Err(SafetyError::SelfTest(format!(

@@ -573,7 +573,10 @@ async fn a_submission_in_two_voided_rounds_is_evaluated_alone() {
     let round = open_round(&store, 8).await.unwrap();
     assert_eq!(members(&round), ["H:1"]);
     void(round.id).await;
-    assert_eq!(state_of(&store, "H:1").await.0, SubmissionState::FailedInfra);
+    assert_eq!(
+        state_of(&store, "H:1").await.0,
+        SubmissionState::FailedInfra
+    );
     let round = open_round(&store, 8).await.unwrap();
     assert_eq!(members(&round), ["A:2"]);
     let decision = crown_vacant("A:2", 4, 0.4);
@@ -581,7 +584,11 @@ async fn a_submission_in_two_voided_rounds_is_evaluated_alone() {
     // A newcomer is never grouped with the remaining suspect, and waits for its turn.
     record(&store, obs("C", 9, Some(6), commitment("r/c", 9))).await;
     let round = open_round(&store, 8).await.unwrap();
-    assert_eq!(members(&round), ["A:2", "B:3"], "king first, then the suspect alone");
+    assert_eq!(
+        members(&round),
+        ["A:2", "B:3"],
+        "king first, then the suspect alone"
+    );
 }
 
 #[tokio::test]

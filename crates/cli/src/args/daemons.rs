@@ -256,6 +256,10 @@ pub struct PodArgs {
     /// mirror), comma-separated `host` or `host:port`.
     #[arg(long, env = "CACHEON_ALLOW_REGISTRIES", value_delimiter = ',')]
     pub allow_registries: Vec<String>,
+    /// Registries this operator runs (a mirror), comma-separated `host` or `host:port`:
+    /// their failures void the round instead of disqualifying the miner.
+    #[arg(long, env = "CACHEON_OPERATOR_REGISTRIES", value_delimiter = ',')]
+    pub operator_registries: Vec<String>,
     /// The registry host the credentials below are for (`ghcr.io`, `docker.io`); they are
     /// sent nowhere else.
     #[arg(long, env = "CACHEON_REGISTRY_HOST", requires = "registry_username")]

@@ -72,7 +72,8 @@ pub async fn run(a: &CalibrateGateArgs) -> anyhow::Result<()> {
     for seed in a.first_seed..=last {
         let hash: BlockHash = format!("0x{seed:064x}").parse()?;
         let prompts = generate(&hash, &corpus, &templates, &shape)?;
-        let base_run = measured("baseline", &base, &prompts, &cfg, &StopRule::never(), true).await?;
+        let base_run =
+            measured("baseline", &base, &prompts, &cfg, &StopRule::never(), true).await?;
         let (_, reference) = measure_baseline(&baseline, &prompts, &base_run)
             .await
             .context("the baseline failed")?;

@@ -29,9 +29,7 @@ pub fn bucket(a: &HandoffArgs) -> anyhow::Result<Bucket> {
                  local setup"
             );
         }
-        tracing::warn!(
-            "--insecure-no-handoff-mac: hand-off documents are not authenticated"
-        );
+        tracing::warn!("--insecure-no-handoff-mac: hand-off documents are not authenticated");
     }
     let retry = Retry {
         attempts: a.s3_attempts,

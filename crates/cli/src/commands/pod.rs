@@ -63,7 +63,11 @@ fn config(a: &PodArgs) -> anyhow::Result<PodConfig> {
              `cacheon` (the pod's own, pinned by digest); --skip-sandbox-self-test skips it"
         );
     }
-    if a.container_user.split(':').next().is_some_and(|u| u == "0" || u == "root") {
+    if a.container_user
+        .split(':')
+        .next()
+        .is_some_and(|u| u == "0" || u == "root")
+    {
         anyhow::bail!("CACHEON_CONTAINER_USER: miners' servers never run as root");
     }
     cfg.sandbox = SandboxConfig {
@@ -98,6 +102,7 @@ fn config(a: &PodArgs) -> anyhow::Result<PodConfig> {
         registries: RegistryPolicy {
             auth,
             allow_hosts: a.allow_registries.clone(),
+            operated: a.operator_registries.clone(),
         },
     };
     cfg.lease_ttl = Duration::from_secs(a.lease_ttl_secs);

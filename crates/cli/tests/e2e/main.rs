@@ -19,7 +19,8 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use world::{
     ss58, Daemon, World, BAD_ENTRYPOINT_UID, CHEATER, DRIPPING, FAST, MALFORMED_UID, MUCH_FASTER,
-    NETUID, REDIRECTING_UID, REDIRECT_PORT, SLIGHTLY_FASTER, SLOW, STALLING, VERSION_KEY,
+    NETUID, OPERATED_REGISTRY_PORT, REDIRECTING_UID, REDIRECT_PORT, SLIGHTLY_FASTER, SLOW,
+    STALLING, VERSION_KEY,
 };
 
 static TURN: Mutex<()> = Mutex::const_new(());
@@ -351,7 +352,10 @@ async fn hostile_neighbours_end_alone_and_the_round_goes_on() {
         king(&w).await.filter(|k| *k == fast)
     })
     .await;
-    println!("round with four hostile neighbours done in {:?}", started.elapsed());
+    println!(
+        "round with four hostile neighbours done in {:?}",
+        started.elapsed()
+    );
     let s = states(&w).await;
     let reason = |uid: u16, block: u64| s[&id(uid, block)].clone();
     assert_eq!(reason(FAST.0, 990), ("scored".into(), None));
@@ -377,13 +381,93 @@ async fn hostile_neighbours_end_alone_and_the_round_goes_on() {
     // No round was voided, and the pod is still serving.
     let rounds = w.get("/rounds").await;
     assert!(
-        rounds.as_array().unwrap().iter().all(|r| r["state"] != "void"),
+        rounds
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] != "void"),
         "{rounds}"
     );
     assert!(pod.is_running(), "the pod exited");
     for line in pod.lines().iter().filter(|l| l.contains("stopped early")) {
         println!("{line}");
     }
+    stop(&mut pod).await;
+    stop(&mut host).await;
+}
+
+/// An infrastructure fault that strikes whenever one submission is in a round (here: the
+/// operator's own registry, which hosts that submission's image, answers 500) voids its
+/// rounds. After two voids every contestant is a suspect and runs alone: the honest ones are
+/// scored, the one whose turn breaks rounds uses up only its own attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voids_caused_by_one_neighbour_never_fail_the_honest_ones() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _turn = TURN.lock().await;
+    let broken = tokio::net::TcpListener::bind(("127.0.0.1", OPERATED_REGISTRY_PORT))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = broken.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    let w = World::new("isolate").await;
+    let breaker = id(SLOW.0, 991);
+    w.commit_image(
+        SLOW.0,
+        &format!("localhost:{OPERATED_REGISTRY_PORT}/cacheon-e2e/slow:v1"),
+        991,
+    );
+    let mut host = w.host();
+    host.wait_for(&["status API listening"], Duration::from_secs(60))
+        .await;
+    let mut pod = w.pod("pod-i");
+
+    let fast = id(FAST.0, 990);
+    let cheater = id(CHEATER.0, 992);
+    let finals = BTreeMap::from([
+        (fast.clone(), ("scored".to_string(), None)),
+        (
+            breaker.clone(),
+            (
+                "failed_infra".to_string(),
+                Some("engine_failure".to_string()),
+            ),
+        ),
+        (
+            cheater.clone(),
+            ("disqualified".to_string(), Some("gate_failed".to_string())),
+        ),
+    ]);
+    let seen = std::sync::Mutex::new(BTreeMap::new());
+    until("every submission settled", 3 * ROUND, || async {
+        let mut s = states(&w).await;
+        s.remove(&id(MALFORMED_UID, 993));
+        let mut last = seen.lock().unwrap();
+        if *last != s {
+            println!("states: {s:?}");
+            *last = s.clone();
+        }
+        (s == finals).then_some(())
+    })
+    .await;
+    assert_eq!(king(&w).await.as_deref(), Some(fast.as_str()));
+    let rounds = w.get("/rounds?limit=100").await;
+    let voided = rounds
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == "void")
+        .count();
+    assert_eq!(voided, 3, "{rounds}");
+    assert!(pod.is_running(), "the pod exited");
     stop(&mut pod).await;
     stop(&mut host).await;
 }

@@ -38,6 +38,8 @@ pub const BAD_ENTRYPOINT_UID: u16 = 6;
 /// Where the redirecting server's `/health` points: a listener of the test on this machine.
 pub const REDIRECT_PORT: u16 = 18798;
 pub const REDIRECTING_UID: u16 = 7;
+/// A registry "of the operator's" (the pods list it as theirs) that a test may break.
+pub const OPERATED_REGISTRY_PORT: u16 = 18797;
 const BASELINE_ARGS: &str = "mock-miner --port 8000 --ttft-ms 100 --itl-ms 20";
 /// A challenger must beat the king by 50 %: wide enough that timing noise on a shared
 /// machine cannot move a 20 % improvement over it or a 300 % one under it.
@@ -265,6 +267,14 @@ impl World {
             .put_revealed(NETUID, &hotkey(uid), &[(json.encode(), block)]);
     }
 
+    /// Reveals a commitment of `uid` to `image` (with any digest) at `block`.
+    pub fn commit_image(&self, uid: u16, image: &str, block: u64) {
+        let digest = format!("sha256:{}", "e".repeat(64));
+        let json = format!(r#"{{"image":"{image}","digest":"{digest}"}}"#);
+        self.node
+            .put_revealed(NETUID, &hotkey(uid), &[(json.encode(), block)]);
+    }
+
     /// Reveals a commitment of `uid`'s image at `block`.
     pub fn commit(&self, uid: u16, block: u64) {
         let (image, digest) = self.images.of(uid);
@@ -336,6 +346,8 @@ impl World {
             &format!("{REGISTRY},localhost"),
             // CI's engine is Debian's 20.10 (its own security fixes, not upstream's
             // numbers); the self-test has a test of its own (tests/sandbox.rs).
+            "--operator-registries",
+            &format!("localhost:{OPERATED_REGISTRY_PORT}"),
             "--min-docker-version",
             "20.10",
             "--skip-sandbox-self-test",

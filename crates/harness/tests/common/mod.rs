@@ -84,14 +84,28 @@ pub async fn judge(miner_cfg: MockConfig, cfg: &HarnessConfig, prompts: &PromptS
     let epoch = Instant::now();
     let miner_target =
         Target::new(&miner_mock.url(), cfg.concurrency, cfg.connect_timeout).unwrap();
-    let miner_run = run(&miner_target, prompts, cfg, &StopRule::never(), epoch, &|_| {})
-        .await
-        .unwrap();
+    let miner_run = run(
+        &miner_target,
+        prompts,
+        cfg,
+        &StopRule::never(),
+        epoch,
+        &|_| {},
+    )
+    .await
+    .unwrap();
     let base_target =
         Target::new(&baseline_mock.url(), cfg.concurrency, cfg.connect_timeout).unwrap();
-    let base_run = run(&base_target, prompts, cfg, &StopRule::never(), epoch, &|_| {})
-        .await
-        .unwrap();
+    let base_run = run(
+        &base_target,
+        prompts,
+        cfg,
+        &StopRule::never(),
+        epoch,
+        &|_| {},
+    )
+    .await
+    .unwrap();
     let baseline = Baseline::new(base_target, cfg, mock_vocab()).unwrap();
     let (base_summary, reference) = measure_baseline(&baseline, prompts, &base_run)
         .await

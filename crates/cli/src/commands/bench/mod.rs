@@ -97,7 +97,15 @@ pub async fn run(a: &BenchArgs) -> anyhow::Result<()> {
         }
         anyhow::bail!("the miner was disqualified: {reason}");
     }
-    let base_run = measured("baseline", &base, &prompts, &cfg, &StopRule::never(), a.quiet).await?;
+    let base_run = measured(
+        "baseline",
+        &base,
+        &prompts,
+        &cfg,
+        &StopRule::never(),
+        a.quiet,
+    )
+    .await?;
 
     let vocab = Vocab::load(&a.tokenizer).context("--tokenizer")?;
     let baseline = Baseline::new(base, &cfg, Arc::new(vocab)).context("--tokenizer")?;
