@@ -29,26 +29,9 @@ use support::sh;
 static TURN: Mutex<()> = Mutex::const_new(());
 static IMAGE: OnceCell<(ImageRef, Digest)> = OnceCell::const_new();
 
-/// Imports `tar` as an image with `entrypoint` (JSON), pushes it to the local registry and
-/// forgets it locally, so every pull is real.
+/// `support::push_image` under `cacheon-test/<name>`, as references.
 fn push_image(tar: &Path, entrypoint: &str, name: &str) -> (ImageRef, Digest) {
-    let tag = format!("{REGISTRY}/cacheon-test/{name}:{}", std::process::id());
-    sh(Command::new("docker")
-        .args(["import", "-c", &format!("ENTRYPOINT {entrypoint}")])
-        .arg(tar)
-        .arg(&tag));
-    sh(Command::new("docker").args(["push", "-q", &tag]));
-    let digests = sh(Command::new("docker").args([
-        "inspect",
-        "--format",
-        "{{range .RepoDigests}}{{println .}}{{end}}",
-        &tag,
-    ]));
-    let digest = digests
-        .lines()
-        .find_map(|l| l.split_once('@').map(|(_, d)| d.to_string()))
-        .unwrap();
-    sh(Command::new("docker").args(["rmi", "-f", &tag]));
+    let (tag, digest) = support::push_image(tar, entrypoint, &format!("cacheon-test/{name}"));
     (
         ImageRef::parse(&tag).unwrap(),
         Digest::parse(&digest).unwrap(),

@@ -46,6 +46,18 @@ impl Default for PullPolicy {
     }
 }
 
+/// A container some pod labelled, as `Engine::labelled` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Labelled {
+    pub id: String,
+    /// The pod that started it (`None`: a pod from before pods labelled their own).
+    pub pod: Option<String>,
+    /// Its round id (`preflight` for a self-test probe).
+    pub round: Option<String>,
+    /// Creation time, Unix seconds.
+    pub created: i64,
+}
+
 /// A pull's progress, for logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullProgress {
@@ -345,6 +357,45 @@ impl Engine {
             .filter_map(|c| c.gateway)
             .filter_map(|g| g.parse().ok())
             .collect())
+    }
+
+    /// Every container labelled by a pod (any pod) on this engine.
+    pub async fn labelled(&self) -> Result<Vec<Labelled>, ContainerError> {
+        let filters = HashMap::from([("label", vec![LABEL_ROLE])]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(engine)?;
+        Ok(found
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                Some(Labelled {
+                    id: c.id?,
+                    pod: labels.get(LABEL_POD).cloned(),
+                    round: labels.get(crate::sandbox::LABEL_ROUND).cloned(),
+                    created: c.created.unwrap_or(0),
+                })
+            })
+            .collect())
+    }
+
+    /// Removes one container (gone already is fine).
+    pub async fn remove_container(&self, id: &str) -> Result<(), ContainerError> {
+        let force = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(force)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.to_string().contains("No such container") => Ok(()),
+            Err(e) => Err(engine(e)),
+        }
     }
 
     /// Removes every container this pod (`pod_id`, also a previous run of it) left behind;

@@ -11,6 +11,7 @@
 mod contestant;
 mod judge;
 mod keeper;
+mod orphans;
 pub mod preflight;
 mod round;
 pub mod safety;
@@ -102,6 +103,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<PodExit, PodError> {
     let (engine, checked) = check_machine(cfg).await?;
+    let reaped = orphans::reap(&engine, bucket, &cfg.pod_id).await?;
+    if reaped > 0 {
+        tracing::warn!(reaped, "removed containers left by an earlier pod");
+    }
     let result = serve(cfg, bucket, prompts, &engine, &checked, &shutdown).await;
     // Whatever happened, nothing of ours keeps running next to the GPUs.
     if let Err(e) = engine.reap(&cfg.pod_id).await {
@@ -111,7 +116,7 @@ pub async fn run(
 }
 
 /// Everything checked before the first claim: the hardware and model (preflight), the
-/// engine's version, leftovers of an earlier run of this pod, and the sandbox self-test.
+/// engine's version and the sandbox self-test.
 pub async fn check_machine(cfg: &PodConfig) -> Result<(Engine, preflight::Checked), PodError> {
     let checked = preflight::run(&cfg.requirements).await?;
     tracing::info!(pod = %cfg.pod_id, gpus = checked.hardware.gpus.len(), driver = ?checked.hardware.driver, "preflight passed");
@@ -120,10 +125,6 @@ pub async fn check_machine(cfg: &PodConfig) -> Result<(Engine, preflight::Checke
     safety::check_engine(&engine, safety)
         .await
         .map_err(PreflightError::from)?;
-    let reaped = engine.reap(&cfg.pod_id).await?;
-    if reaped > 0 {
-        tracing::warn!(reaped, "removed containers left by an earlier pod");
-    }
     match &safety.probe_image {
         Some(image) => {
             let report = safety::self_test(&engine, &cfg.sandbox, image, &cfg.pod_id)
@@ -152,6 +153,15 @@ async fn serve(
         }
         match next_round(cfg, bucket, &mut finished).await {
             Ok(Some((job, lease))) => {
+                // A pod that died holding this round left its container running; now that
+                // the lease is ours, it is provably an orphan.
+                match orphans::reap(engine, bucket, &cfg.pod_id).await {
+                    Ok(0) => {}
+                    Ok(reaped) => {
+                        tracing::warn!(reaped, "removed containers left by an earlier pod");
+                    }
+                    Err(e) => tracing::warn!("reaping orphans failed: {e}"),
+                }
                 let ctx = round::Context {
                     cfg,
                     bucket,

@@ -14,7 +14,7 @@ use cacheon_handoff::testing::Moto;
 use parity_scale_codec::Encode;
 use tokio::sync::OnceCell;
 
-use crate::support::{self, sh};
+use crate::support;
 
 pub const NETUID: u16 = 14;
 pub const VERSION_KEY: u64 = 77;
@@ -111,24 +111,7 @@ fn build_images() -> Images {
             entry.extend(args.split_whitespace().map(String::from));
         }
         let entry = serde_json::to_string(&entry).expect("json");
-        let tag = format!("{REGISTRY}/cacheon-e2e/{name}:{}", std::process::id());
-        sh(Command::new("docker")
-            .args(["import", "-c", &format!("ENTRYPOINT {entry}")])
-            .arg(&tar)
-            .arg(&tag));
-        sh(Command::new("docker").args(["push", "-q", &tag]));
-        let digests = sh(Command::new("docker").args([
-            "inspect",
-            "--format",
-            "{{range .RepoDigests}}{{println .}}{{end}}",
-            &tag,
-        ]));
-        let digest = digests
-            .lines()
-            .find_map(|l| l.split_once('@').map(|(_, d)| d.to_string()))
-            .expect("digest");
-        sh(Command::new("docker").args(["rmi", "-f", &tag]));
-        (tag, digest)
+        support::push_image(&tar, &entry, &format!("cacheon-e2e/{name}"))
     };
     let miners = [
         ("fast", FAST),

@@ -97,3 +97,26 @@ pub fn rootfs_tar(dir: &Path, with_cacheon: bool, bins: &[&str]) -> PathBuf {
         .arg("."));
     tar
 }
+
+/// Imports `tar` as `127.0.0.1:5000/<repo>:<pid>` with `entrypoint` (JSON), pushes it to the
+/// local registry and removes it locally, so every pull is real. Returns (tag, digest).
+pub fn push_image(tar: &Path, entrypoint: &str, repo: &str) -> (String, String) {
+    let tag = format!("127.0.0.1:5000/{repo}:{}", std::process::id());
+    sh(Command::new("docker")
+        .args(["import", "-c", &format!("ENTRYPOINT {entrypoint}")])
+        .arg(tar)
+        .arg(&tag));
+    sh(Command::new("docker").args(["push", "-q", &tag]));
+    let digests = sh(Command::new("docker").args([
+        "inspect",
+        "--format",
+        "{{range .RepoDigests}}{{println .}}{{end}}",
+        &tag,
+    ]));
+    let digest = digests
+        .lines()
+        .find_map(|l| l.split_once('@').map(|(_, d)| d.to_string()))
+        .expect("a repo digest after the push");
+    sh(Command::new("docker").args(["rmi", "-f", &tag]));
+    (tag, digest)
+}
