@@ -67,9 +67,19 @@ free_gb() {
   df -Pk "$dir" | awk 'NR == 2 { print int($4 / 1048576) }'
 }
 
+# at_least FOUND MIN: FOUND's leading dotted numbers are >= MIN's.
+at_least() {
+  [ "$(printf '%s\n%s\n' "$2" "${1%%[^0-9.]*}" | sort -V | head -n1)" = "$2" ]
+}
+
 step "1. Docker engine"
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
-  ok "docker $(docker version --format '{{.Server.Version}}')"
+  engine="$(docker version --format '{{.Server.Version}}')"
+  if at_least "$engine" 26.0.0; then
+    ok "docker $engine"
+  else
+    todo "docker $engine is older than 26.0.0 (internal networks forward DNS, CVE-2024-29018): install docker-ce from Docker's repository; the pod refuses this engine"
+  fi
 elif act sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io && systemctl enable --now docker'; then
   ok "docker installed"
 else
@@ -77,8 +87,11 @@ else
 fi
 
 step "2. NVIDIA container toolkit"
-if command -v nvidia-ctk >/dev/null 2>&1 && docker info 2>/dev/null | grep -qi 'runtimes:.*nvidia'; then
-  ok "nvidia runtime registered with docker"
+toolkit="$(nvidia-ctk --version 2>/dev/null | sed -n 's/.*version \([0-9.]*\).*/\1/p' | head -n1 || true)"
+if [ -n "$toolkit" ] && ! at_least "$toolkit" 1.17.8; then
+  todo "nvidia container toolkit $toolkit is older than 1.17.8 (container escapes, CVE-2025-23266): apt-get install --only-upgrade nvidia-container-toolkit"
+elif command -v nvidia-ctk >/dev/null 2>&1 && docker info 2>/dev/null | grep -qi 'runtimes:.*nvidia'; then
+  ok "nvidia runtime registered with docker (toolkit $toolkit)"
 elif act sh -c '
     set -e
     curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey |

@@ -11,9 +11,7 @@ mod gpu;
 mod registry;
 mod sandbox;
 
-pub use engine::{
-    check_repo_digest, Engine, Labelled, PullPolicy, PullProgress, BRIDGE_OPTION,
-};
+pub use engine::{check_repo_digest, Engine, Labelled, PullPolicy, PullProgress, BRIDGE_OPTION};
 pub use error::{Blame, ContainerError};
 pub use gpu::{wait_released, GpuProbe};
 pub use registry::{is_public, Credentials, RegistryAuth, RegistryPolicy};
