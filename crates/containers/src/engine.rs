@@ -401,30 +401,13 @@ impl Engine {
     /// Removes every container this pod (`pod_id`, also a previous run of it) left behind;
     /// other pods' containers on the same engine are not touched. Returns how many.
     pub async fn reap(&self, pod_id: &str) -> Result<usize, ContainerError> {
-        let mine = format!("{LABEL_POD}={pod_id}");
-        let filters = HashMap::from([("label", vec![LABEL_ROLE, mine.as_str()])]);
-        let options = ListContainersOptionsBuilder::new()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let leftovers = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(engine)?;
         let mut removed = 0;
-        for c in leftovers {
-            let Some(id) = c.id else { continue };
-            let force = RemoveContainerOptionsBuilder::new()
-                .force(true)
-                .v(true)
-                .build();
-            match self.docker.remove_container(&id, Some(force)).await {
-                Ok(()) => removed += 1,
-                Err(e) if e.to_string().contains("No such container") => {}
-                Err(e) => return Err(engine(e)),
+        for c in self.labelled().await? {
+            if c.pod.as_deref() == Some(pod_id) {
+                self.remove_container(&c.id).await?;
+                tracing::info!(container = %c.id, "reaped a leftover container");
+                removed += 1;
             }
-            tracing::info!(container = %id, "reaped a leftover container");
         }
         Ok(removed)
     }

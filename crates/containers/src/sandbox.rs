@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, LogsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tokio::time::Instant;
@@ -387,15 +386,7 @@ impl Running {
 const LOG_READ_DEADLINE: Duration = Duration::from_secs(15);
 
 async fn remove(engine: &Engine, id: &str) -> Result<(), ContainerError> {
-    let force = RemoveContainerOptionsBuilder::new()
-        .force(true)
-        .v(true)
-        .build();
-    match engine.docker.remove_container(id, Some(force)).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.to_string().contains("No such container") => Ok(()),
-        Err(e) => Err(engine_error(e)),
-    }
+    engine.remove_container(id).await
 }
 
 impl Drop for Running {
