@@ -107,6 +107,20 @@ fn the_printed_score_is_the_formula_of_the_printed_medians() {
     let json_score = report["score"].as_f64().unwrap();
     assert!((json_score - printed).abs() < 1e-6);
     assert_eq!(report["miner"]["result"]["verdict"]["passed"], true);
+    // The noise figure: an interval printed next to the improvements, around the score (a
+    // percentile interval need not hold its point estimate, but sits near it).
+    assert!(table.contains("90% interval"), "{table}");
+    let noise = &report["noise"]["score"];
+    let (low, high) = (
+        noise["low"].as_f64().unwrap(),
+        noise["high"].as_f64().unwrap(),
+    );
+    let width = high - low;
+    assert!(width >= 0.0, "{noise}");
+    assert!(
+        low - width <= json_score && json_score <= high + width,
+        "{noise} vs {json_score}"
+    );
     // Every raw event is in the report.
     let events = report["miner"]["run"]["latency"][0]["events"]
         .as_array()

@@ -39,6 +39,7 @@ macro_rules! coded_enum {
 pub mod commitment;
 pub mod gate;
 pub mod king;
+pub mod noise;
 pub mod prompts;
 pub mod reference;
 pub mod score;

@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 
 use cacheon_core::gate::{judge, GateThresholds, GateVerdict};
-use cacheon_core::prompts::{Prompt, PromptSet};
+use cacheon_core::noise::{score_noise, RunSample, ScoreNoise};
+use cacheon_core::prompts::{Phase, Prompt, PromptSet};
 use cacheon_core::score::{score, InvalidBaseline, Speed};
 use serde::{Deserialize, Serialize};
 
@@ -87,4 +88,63 @@ pub fn contestant_score(
         tps: baseline.tps,
     };
     score(contestant.verdict.passed, baseline, contestant.speed())
+}
+
+/// What a summarised run contributes to the score, prompt by prompt in the prompt set's
+/// order (core's `noise`; two servers' samples of the same prompts line up).
+pub fn run_sample(summary: &Summary, prompts: &PromptSet) -> RunSample {
+    let by_index: HashMap<usize, &crate::metrics::RequestMetrics> = summary
+        .requests
+        .iter()
+        .map(|r| (r.prompt_index, r))
+        .collect();
+    let of = |phase: Phase| {
+        prompts
+            .phase(phase)
+            .map(|p| by_index.get(&p.index).copied())
+    };
+    RunSample {
+        latency_ttft_s: of(Phase::Latency)
+            .map(|r| {
+                r.filter(|r| !r.failed)
+                    .and_then(|r| r.ttft_ms.map(|ms| ms / 1e3))
+            })
+            .collect(),
+        throughput_tokens: of(Phase::Throughput)
+            .map(|r| r.map_or(0, |r| r.credited_tokens))
+            .collect(),
+        throughput_e2e_s: of(Phase::Throughput)
+            .map(|r| r.and_then(|r| r.e2e_ms).map(|ms| ms / 1e3))
+            .collect(),
+        throughput_wall_s: summary.throughput_wall_s,
+    }
+}
+
+/// The 90 % bootstrap intervals of a judged contestant's score and improvements against
+/// the baseline, seeded by the prompt set (every validator gets the same).
+pub fn contestant_noise(
+    contestant: &Evaluation,
+    baseline: &Summary,
+    prompts: &PromptSet,
+) -> Option<ScoreNoise> {
+    let mut seed = [0u8; 32];
+    if let Ok(bytes) = hex_decode(&prompts.prompt_set_hash) {
+        let n = bytes.len().min(32);
+        seed[..n].copy_from_slice(&bytes[..n]);
+    }
+    score_noise(
+        &run_sample(baseline, prompts),
+        &run_sample(&contestant.summary, prompts),
+        contestant.verdict.passed,
+        seed,
+        1000,
+        0.9,
+    )
+}
+
+fn hex_decode(s: &str) -> Result<Vec<u8>, ()> {
+    let s = s.strip_prefix("sha256:").unwrap_or(s);
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2).ok_or(())?, 16).map_err(|_| ()))
+        .collect()
 }

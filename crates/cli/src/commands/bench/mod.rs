@@ -12,8 +12,8 @@ use anyhow::Context;
 use cacheon_core::gate::GateThresholds;
 use cacheon_core::prompts::{generate, Phase, PromptSet};
 use cacheon_harness::{
-    contestant_score, evaluate, measure_baseline, run as run_workload, Baseline, Evaluation,
-    HarnessConfig, Progress, StopRule, Summary, Target, Vocab, WorkloadRun,
+    contestant_noise, contestant_score, evaluate, measure_baseline, run as run_workload, Baseline,
+    Evaluation, HarnessConfig, Progress, StopRule, Summary, Target, Vocab, WorkloadRun,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -32,6 +32,8 @@ pub struct BenchReport {
     pub baseline: Side<Summary>,
     pub miner: Side<Evaluation>,
     pub score: f64,
+    /// The 90 % bootstrap intervals of the score and its improvements.
+    pub noise: Option<cacheon_core::noise::ScoreNoise>,
 }
 
 #[derive(Debug, Serialize)]
@@ -123,9 +125,10 @@ pub async fn run(a: &BenchArgs) -> anyhow::Result<()> {
     let score = contestant_score(&evaluation, &base_summary)
         .context("the baseline's own measurements are unusable")?;
 
+    let noise = contestant_noise(&evaluation, &base_summary, &prompts);
     print!(
         "{}",
-        table::render(&prompts, &base_summary, &evaluation, score)
+        table::render(&prompts, &base_summary, &evaluation, score, noise.as_ref())
     );
     if let Some(path) = &a.plot {
         plot::write(path, &base_summary, &evaluation.summary)
@@ -149,6 +152,7 @@ pub async fn run(a: &BenchArgs) -> anyhow::Result<()> {
                 run: miner_run,
             },
             score,
+            noise,
         };
         let json = serde_json::to_vec_pretty(&report)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;

@@ -5,13 +5,20 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use cacheon_core::noise::ScoreNoise;
 use cacheon_core::prompts::{Phase, PromptSet};
 use cacheon_harness::{Distribution, Evaluation, Summary};
 
 /// Failing requests listed in full; the rest are counted.
 const LISTED_FAILURES: usize = 8;
 
-pub fn render(prompts: &PromptSet, base: &Summary, miner: &Evaluation, score: f64) -> String {
+pub fn render(
+    prompts: &PromptSet,
+    base: &Summary,
+    miner: &Evaluation,
+    score: f64,
+    noise: Option<&ScoreNoise>,
+) -> String {
     let m = &miner.summary;
     let mut s = String::new();
     let count = |p: Phase| prompts.phase(p).count();
@@ -47,6 +54,35 @@ pub fn render(prompts: &PromptSet, base: &Summary, miner: &Evaluation, score: f6
         m.tps,
         tps_imp * 100.0
     );
+    match noise {
+        Some(n) => {
+            let _ = writeln!(
+                s,
+                "{:<26}TTFT [{:+.2}%, {:+.2}%], throughput [{:+.2}%, {:+.2}%], score [{:.6}, {:.6}]",
+                format!("{:.0}% interval", n.level * 100.0),
+                n.ttft_improvement.low * 100.0,
+                n.ttft_improvement.high * 100.0,
+                n.tps_improvement.low * 100.0,
+                n.tps_improvement.high * 100.0,
+                n.score.low,
+                n.score.high,
+            );
+            let _ = writeln!(
+                s,
+                "{:<26}(bootstrap over requests, {} resamples: how far the same servers could land \
+                 on another try)",
+                "",
+                n.resamples
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "{:<26}no interval (too few requests to resample)",
+                "noise"
+            );
+        }
+    }
     let rows: [(&str, &Distribution, &Distribution); 6] = [
         ("TTFT (ms)", &base.ttft_ms, &m.ttft_ms),
         ("TTFB, headers (ms)", &base.ttfb_ms, &m.ttfb_ms),
@@ -131,5 +167,15 @@ pub fn render(prompts: &PromptSet, base: &Summary, miner: &Evaluation, score: f6
         tps_imp,
         score
     );
+    if let Some(n) = noise {
+        let _ = writeln!(
+            s,
+            "noise: the score's {:.0}% interval is [{:.6}, {:.6}] (± {:.6})",
+            n.level * 100.0,
+            n.score.low,
+            n.score.high,
+            n.score.half_width()
+        );
+    }
     s
 }
