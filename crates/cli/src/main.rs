@@ -39,6 +39,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::MockChain(a) => commands::mock_chain::run(&a).await,
         Command::Bench(a) => commands::bench::run(&a).await,
         Command::CalibrateGate(a) => commands::calibrate::run(&a).await,
+        Command::CalibrateCrown(a) => commands::calibrate_crown::run(&a),
         Command::Chain(a) => commands::chain::run(&a).await,
         Command::Commit(a) => commands::commit::run(&a).await,
         Command::Host(a) => commands::host::run(&a).await,

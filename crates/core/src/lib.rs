@@ -36,6 +36,7 @@ macro_rules! coded_enum {
     };
 }
 
+pub mod calibration;
 pub mod commitment;
 pub mod gate;
 pub mod king;

@@ -160,6 +160,55 @@ pub fn score_noise(
     })
 }
 
+/// The 90 %-style interval of `challenger / king` (their scores against the same baseline
+/// run), with the three runs resampled together on the same drawn prompts: the noise of the
+/// comparison a crown decides on. The baseline's own noise moves both scores alike and
+/// mostly cancels here, which the two contestants' separate intervals cannot show.
+pub fn ratio_noise(
+    baseline: &RunSample,
+    king: &RunSample,
+    challenger: &RunSample,
+    seed: [u8; 32],
+    resamples: usize,
+    level: f64,
+) -> Option<Interval> {
+    let lens = |r: &RunSample| (r.latency_ttft_s.len(), r.throughput_tokens.len());
+    if lens(baseline) != lens(king)
+        || lens(baseline) != lens(challenger)
+        || baseline.latency_ttft_s.is_empty()
+        || baseline.throughput_tokens.is_empty()
+        || [baseline, king, challenger]
+            .iter()
+            .any(|r| r.throughput_wall_s <= 0.0)
+        || resamples == 0
+        || !(0.0..1.0).contains(&level)
+    {
+        return None;
+    }
+    let mut rng = ChaCha20Rng::from_seed(seed);
+    let mut ratios = Vec::with_capacity(resamples);
+    for _ in 0..resamples {
+        let latency = draw(baseline.latency_ttft_s.len(), &mut rng);
+        let throughput = draw(baseline.throughput_tokens.len(), &mut rng);
+        let b = baseline.speed_of(&latency, &throughput);
+        let k = score(true, b, king.speed_of(&latency, &throughput)).ok()?;
+        let x = score(true, b, challenger.speed_of(&latency, &throughput)).ok()?;
+        if k > 0.0 {
+            ratios.push(x / k);
+        }
+    }
+    ratios.retain(|r| r.is_finite());
+    if ratios.is_empty() {
+        return None;
+    }
+    ratios.sort_by(f64::total_cmp);
+    let tail = (1.0 - level) / 2.0;
+    Some(Interval {
+        low: quantile(&ratios, tail),
+        high: quantile(&ratios, 1.0 - tail),
+    })
+}
+
 /// `n` indices below `n`, with replacement.
 fn draw(n: usize, rng: &mut ChaCha20Rng) -> Vec<usize> {
     let m = n as u64;

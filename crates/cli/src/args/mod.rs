@@ -53,6 +53,10 @@ pub enum Command {
     /// many seeds against one baseline and print the false-disqualification rate, the catch
     /// rate per cheat, and how far every threshold is from what was measured.
     CalibrateGate(CalibrateGateArgs),
+    /// Simulate many rounds of servers whose true speeds differ by known amounts, with
+    /// per-request jitter, and print how often each crown rule crowns the challenger: the
+    /// calibration of the king's margin and of the confirmation rule's noise multiple.
+    CalibrateCrown(CalibrateCrownArgs),
     /// Inspect the chain as the validator sees it: metagraph, commitments, weight settings.
     Chain(ChainArgs),
     /// For miners: publish your server's image and digest on chain, checked with the
@@ -66,6 +70,27 @@ pub enum Command {
     /// each name; exit 0 when everything was blocked, 3 when anything was reached.
     #[command(hide = true)]
     ProbeSandbox(ProbeSandboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateCrownArgs {
+    /// Simulated rounds per row.
+    #[arg(long, default_value_t = 1000)]
+    pub rounds: usize,
+    /// Coefficient of variation of every request's TTFT and token time.
+    #[arg(long, default_value_t = 0.05)]
+    pub jitter: f64,
+    /// The confirmation rule's noise multiple.
+    #[arg(long, default_value_t = 1.25)]
+    pub multiple: f64,
+    /// True advantages to simulate, in percent.
+    #[arg(long, value_delimiter = ',', default_value = "0,0.5,1,2,5")]
+    pub advantages: Vec<f64>,
+    /// Bootstrap resamples behind each noise figure.
+    #[arg(long, default_value_t = 200)]
+    pub resamples: usize,
+    #[arg(long, default_value_t = 14)]
+    pub seed: u8,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod calibrate;
+pub mod calibrate_crown;
 pub mod chain;
 pub mod commit;
 pub mod db;
