@@ -98,8 +98,8 @@ fn pass(
         rng.fill_bytes(&mut s);
         s
     };
-    let sk = score(true, speed(&b), speed(&k)).unwrap_or(0.0);
-    let sx = score(true, speed(&b), speed(&x)).unwrap_or(0.0);
+    let sk = score(true, b.speed(), k.speed()).unwrap_or(0.0);
+    let sx = score(true, b.speed(), x.speed()).unwrap_or(0.0);
     let noise =
         ratio_noise(&b, &k, &x, seed, c.resamples, 0.9).map_or(f64::INFINITY, |i| i.half_width());
     (sk, sx, noise)
@@ -206,21 +206,6 @@ fn run(server: TrueServer, c: &Conditions, rng: &mut ChaCha20Rng) -> RunSample {
         throughput_tokens: vec![c.tokens; c.throughput],
         throughput_e2e_s: e2e.into_iter().map(Some).collect(),
         throughput_wall_s: wall,
-    }
-}
-
-fn speed(r: &RunSample) -> crate::score::Speed {
-    let mut t: Vec<f64> = r.latency_ttft_s.iter().flatten().copied().collect();
-    t.sort_by(f64::total_cmp);
-    let mid = t.len() / 2;
-    let ttft_s = match t.len() {
-        0 => f64::INFINITY,
-        n if n % 2 == 1 => t[mid],
-        _ => (t[mid - 1] + t[mid]) / 2.0,
-    };
-    crate::score::Speed {
-        ttft_s,
-        tps: r.throughput_tokens.iter().sum::<usize>() as f64 / r.throughput_wall_s,
     }
 }
 

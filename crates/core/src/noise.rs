@@ -36,7 +36,8 @@ pub struct RunSample {
 }
 
 impl RunSample {
-    fn speed(&self) -> Speed {
+    /// The score's two figures over every prompt: the measured ones.
+    pub fn speed(&self) -> Speed {
         self.speed_of(
             &(0..self.latency_ttft_s.len()).collect::<Vec<_>>(),
             &(0..self.throughput_tokens.len()).collect::<Vec<_>>(),
