@@ -11,11 +11,11 @@ mod gpu;
 mod registry;
 mod sandbox;
 
-pub use engine::{check_repo_digest, Engine, Labelled, PullPolicy, PullProgress, BRIDGE_OPTION};
+pub use engine::{check_repo_digest, Engine, Labelled, PullPolicy, PullProgress};
 pub use error::{Blame, ContainerError};
 pub use gpu::{wait_released, GpuProbe};
-pub use registry::{is_public, Credentials, RegistryAuth, RegistryPolicy};
+pub use registry::{Credentials, RegistryAuth, RegistryPolicy};
 pub use sandbox::{
-    container_body, Gpus, Labels, Running, SandboxConfig, LABEL_POD, LABEL_ROLE, LABEL_ROUND,
-    LABEL_SUBMISSION, PORT, SCRATCH,
+    container_body, Gpus, Labels, Running, SandboxConfig, LABEL_ROLE, LABEL_ROUND,
+    LABEL_SUBMISSION, PORT,
 };

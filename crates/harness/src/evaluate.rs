@@ -128,7 +128,8 @@ pub fn contestant_noise(
     prompts: &PromptSet,
 ) -> Option<ScoreNoise> {
     let mut seed = [0u8; 32];
-    if let Ok(bytes) = hex_decode(&prompts.prompt_set_hash) {
+    let hash = &prompts.prompt_set_hash;
+    if let Ok(bytes) = hex::decode(hash.strip_prefix("sha256:").unwrap_or(hash)) {
         let n = bytes.len().min(32);
         seed[..n].copy_from_slice(&bytes[..n]);
     }
@@ -140,11 +141,4 @@ pub fn contestant_noise(
         1000,
         0.9,
     )
-}
-
-fn hex_decode(s: &str) -> Result<Vec<u8>, ()> {
-    let s = s.strip_prefix("sha256:").unwrap_or(s);
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2).ok_or(())?, 16).map_err(|_| ()))
-        .collect()
 }

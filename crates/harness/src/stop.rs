@@ -11,8 +11,7 @@
 //! Both are decided from what the harness itself saw (stream faults and the monotonic
 //! clock), never from timing of the healthy requests, so an honest server is never cut.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use cacheon_core::gate::StreamFault;
@@ -84,15 +83,22 @@ pub struct EarlyStop {
     pub faults: Vec<StreamFault>,
 }
 
-/// Shared by every request task of one run.
+/// Shared by every request task of one run. Only failed requests take the lock.
 pub(crate) struct Watch {
     rule: StopRule,
     epoch: Instant,
-    failed: AtomicUsize,
-    fault_ns: AtomicU64,
-    faults: Mutex<Vec<StreamFault>>,
-    stopped: Mutex<Option<EarlyStop>>,
+    tally: Mutex<Tally>,
     notify: Notify,
+}
+
+/// What the failed requests have added up to.
+#[derive(Default)]
+struct Tally {
+    /// Failed scored requests.
+    failed: usize,
+    fault_ns: u64,
+    faults: Vec<StreamFault>,
+    stopped: Option<EarlyStop>,
 }
 
 impl Watch {
@@ -100,12 +106,13 @@ impl Watch {
         Self {
             rule,
             epoch,
-            failed: AtomicUsize::new(0),
-            fault_ns: AtomicU64::new(0),
-            faults: Mutex::new(Vec::new()),
-            stopped: Mutex::new(None),
+            tally: Mutex::new(Tally::default()),
             notify: Notify::new(),
         }
+    }
+
+    fn tally(&self) -> MutexGuard<'_, Tally> {
+        self.tally.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Takes a finished request into account; `took` is its wall time.
@@ -113,51 +120,42 @@ impl Watch {
         let Some(fault) = record.fault else {
             return;
         };
-        self.faults
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(fault);
-        let fault_ns = self.fault_ns.fetch_add(nanos(took), Ordering::Relaxed) + nanos(took);
-        let failed = if record.phase == Phase::Warmup {
-            self.failed.load(Ordering::Relaxed)
-        } else {
-            self.failed.fetch_add(1, Ordering::Relaxed) + 1
-        };
-        let cause = if self.rule.max_failures.is_some_and(|m| failed > m) {
+        let mut t = self.tally();
+        t.faults.push(fault);
+        t.fault_ns = t.fault_ns.saturating_add(nanos(took));
+        if record.phase != Phase::Warmup {
+            t.failed += 1;
+        }
+        let cause = if self.rule.max_failures.is_some_and(|m| t.failed > m) {
             Some(StopCause::TooManyFailures)
-        } else if self.rule.fault_budget.is_some_and(|b| fault_ns >= nanos(b)) {
+        } else if self
+            .rule
+            .fault_budget
+            .is_some_and(|b| t.fault_ns >= nanos(b))
+        {
             Some(StopCause::FaultBudget)
         } else {
             None
         };
-        if let Some(cause) = cause {
-            let mut stopped = self.stopped.lock().unwrap_or_else(PoisonError::into_inner);
-            if stopped.is_none() {
-                *stopped = Some(EarlyStop {
-                    cause,
-                    at_ns: nanos(self.epoch.elapsed()),
-                    failed,
-                    fault_ms: fault_ns / 1_000_000,
-                    faults: self
-                        .faults
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .clone(),
-                });
-                self.notify.notify_waiters();
-            }
+        if let (Some(cause), None) = (cause, &t.stopped) {
+            t.stopped = Some(EarlyStop {
+                cause,
+                at_ns: nanos(self.epoch.elapsed()),
+                failed: t.failed,
+                fault_ms: t.fault_ns / 1_000_000,
+                faults: t.faults.clone(),
+            });
+            drop(t);
+            self.notify.notify_waiters();
         }
     }
 
     pub(crate) fn fault_ns(&self) -> u64 {
-        self.fault_ns.load(Ordering::Relaxed)
+        self.tally().fault_ns
     }
 
     pub(crate) fn stopped(&self) -> Option<EarlyStop> {
-        self.stopped
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.tally().stopped.clone()
     }
 
     /// Resolves once the run has been told to stop.
