@@ -12,7 +12,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde::Serialize;
 
-use crate::noise::{ratio_noise, RunSample};
+use crate::confirm::{Comparison, ConfirmRule, Confirmation, FirstPass};
+use crate::noise::{lead_noise, RunSample};
 use crate::score::score;
 
 /// A server's true speed.
@@ -65,11 +66,8 @@ impl Default for Conditions {
 pub enum CrownRule {
     /// SPEC §11 as written: one pass, `challenger > king × (1 + margin)`.
     OnePass,
-    /// A challenger that clears `1 + margin` in the first pass is measured again with the
-    /// king; it is crowned when the lower of the two passes' ratios clears
-    /// `1 + max(margin, multiple × noise)`, `noise` being the half-width of the pass's 90 %
-    /// interval of the ratio (`noise::ratio_noise`).
-    LowerOfTwo { multiple: f64 },
+    /// `confirm`: a lead within noise is measured again and decided on the lower pass.
+    Confirmed(ConfirmRule),
 }
 
 /// What happened in one simulated round.
@@ -77,19 +75,19 @@ pub enum CrownRule {
 pub struct RoundSim {
     pub crowned: bool,
     pub confirmed: bool,
-    /// The first pass's noise figure of the comparison (relative).
+    /// The first pass's noise of the lead, relative to the king's score.
     pub noise: f64,
 }
 
 /// One pass: the scores of king and challenger against the same baseline run, and the
-/// relative noise of their comparison.
+/// noise of the challenger's lead.
 fn pass(
     baseline: TrueServer,
     king: TrueServer,
     challenger: TrueServer,
     c: &Conditions,
     rng: &mut ChaCha20Rng,
-) -> (f64, f64, f64) {
+) -> Comparison {
     let b = run(baseline, c, rng);
     let k = run(king, c, rng);
     let x = run(challenger, c, rng);
@@ -98,11 +96,11 @@ fn pass(
         rng.fill_bytes(&mut s);
         s
     };
-    let sk = score(true, b.speed(), k.speed()).unwrap_or(0.0);
-    let sx = score(true, b.speed(), x.speed()).unwrap_or(0.0);
-    let noise =
-        ratio_noise(&b, &k, &x, seed, c.resamples, 0.9).map_or(f64::INFINITY, |i| i.half_width());
-    (sk, sx, noise)
+    Comparison {
+        king: score(true, b.speed(), k.speed()).unwrap_or(0.0),
+        challenger: score(true, b.speed(), x.speed()).unwrap_or(0.0),
+        noise: lead_noise(&b, &k, &x, seed, c.resamples, 0.9).map(|i| i.half_width()),
+    }
 }
 
 /// Simulates one round under `rule` with the king's `margin`.
@@ -115,31 +113,27 @@ pub fn round(
     c: &Conditions,
     rng: &mut ChaCha20Rng,
 ) -> RoundSim {
-    let (k1, x1, noise) = pass(baseline, king, challenger, c, rng);
-    let ratio = |k: f64, x: f64| if k > 0.0 { x / k } else { f64::INFINITY };
-    let r1 = ratio(k1, x1);
-    match rule {
-        CrownRule::OnePass => RoundSim {
-            crowned: r1 > 1.0 + margin,
-            confirmed: false,
-            noise,
+    let first = pass(baseline, king, challenger, c, rng);
+    let noise = match first.noise {
+        Some(n) if first.king > 0.0 => n / first.king,
+        _ => f64::INFINITY,
+    };
+    let (crowned, confirmed) = match rule {
+        CrownRule::OnePass => (first.clears_margin(margin), false),
+        CrownRule::Confirmed(rule) => match rule.first_pass(margin, &first) {
+            FirstPass::Below => (false, false),
+            FirstPass::Decisive => (true, false),
+            FirstPass::WithinNoise => {
+                let second = pass(baseline, king, challenger, c, rng);
+                let verdict = rule.confirm(margin, &first, &second);
+                (verdict == Confirmation::Confirmed, true)
+            }
         },
-        CrownRule::LowerOfTwo { multiple } => {
-            if r1 <= 1.0 + margin {
-                return RoundSim {
-                    crowned: false,
-                    confirmed: false,
-                    noise,
-                };
-            }
-            let (k2, x2, noise2) = pass(baseline, king, challenger, c, rng);
-            let bar = 1.0 + margin.max(multiple * noise.max(noise2));
-            RoundSim {
-                crowned: r1.min(ratio(k2, x2)) > bar,
-                confirmed: true,
-                noise,
-            }
-        }
+    };
+    RoundSim {
+        crowned,
+        confirmed,
+        noise,
     }
 }
 
@@ -263,10 +257,10 @@ mod tests {
 
     #[test]
     fn confirmation_keeps_equals_out_and_lets_a_clear_winner_in() {
-        let rule = CrownRule::LowerOfTwo { multiple: 1.25 };
+        let rule = CrownRule::Confirmed(ConfirmRule::default());
         let equal = rates(BASE, king(), 0.0, rule, 0.0, &quick(), 200, [2; 32]);
         assert!(equal.crowned <= 0.02, "{equal:?}");
-        // About half the rounds of equals clear the bare threshold and are confirmed.
+        // About half the rounds of equals clear the bare threshold, all within noise.
         assert!((0.3..0.7).contains(&equal.confirmed), "{equal:?}");
         let clear = rates(
             BASE,

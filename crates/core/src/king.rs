@@ -1,12 +1,16 @@
 //! The king-of-the-hill rule (SPEC §11) as one pure function of a round's results.
 //!
 //! The king is re-measured in every round, so its *fresh* score is compared with the
-//! challengers' scores from the same hardware and prompts; old scores never compete.
+//! challengers' scores from the same hardware and prompts; old scores never compete. What
+//! counts as a challenger's measured lead is made robust by `confirm`: a lead within noise
+//! is measured again and decided on the lower pass (`KingRule::confirm`; `None` is SPEC §11's
+//! one pass as written).
 
 use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
+use crate::confirm::{Comparison, ConfirmRule, FirstPass};
 use crate::submission::SubmissionId;
 
 /// Parameters of the decaying margin a challenger must beat the king by.
@@ -16,6 +20,9 @@ pub struct KingRule {
     pub base_margin: f64,
     /// Blocks over which the margin decays linearly to 0 (about 7 days of 12 s blocks).
     pub decay_blocks: u64,
+    /// Confirmation of leads within noise; `None` decides on one pass.
+    #[serde(default)]
+    pub confirm: Option<ConfirmRule>,
 }
 
 impl Default for KingRule {
@@ -23,6 +30,7 @@ impl Default for KingRule {
         Self {
             base_margin: 0.01,
             decay_blocks: 50_400,
+            confirm: Some(ConfirmRule::default()),
         }
     }
 }
@@ -48,6 +56,10 @@ pub struct Contender {
     /// Passed the correctness gate (a disqualified contestant has `passed = false`).
     pub passed: bool,
     pub score: f64,
+    /// Half-width of the 90 % interval of its lead over the king's fresh score in this
+    /// pass (`noise::lead_noise`); `None` when not measured (no king, a failed one).
+    #[serde(default)]
+    pub lead_noise: Option<f64>,
 }
 
 impl Contender {
@@ -118,12 +130,62 @@ pub enum CrownDecision {
     NoKing,
 }
 
-/// Applies SPEC §11 to one round.
+/// The confirmation pass of a round, as the rule needs it: the challenger it measured
+/// again and that pass's comparison with the king.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecondPass {
+    pub challenger: SubmissionId,
+    pub comparison: Comparison,
+}
+
+/// The challenger that would take the crown from a king that passed, with its first pass's
+/// comparison: the best one above `king × (1 + margin)`.
+fn leader(
+    rule: &KingRule,
+    now_block: u64,
+    king: &KingStanding,
+    challengers: &[Contender],
+) -> Option<(Contender, Comparison, f64)> {
+    let fresh = king
+        .fresh
+        .as_ref()
+        .filter(|f| f.passed && f.score.is_finite() && f.score >= 0.0)?;
+    let margin = rule.margin(now_block, king.crowned_at_block);
+    let threshold = fresh.score * (1.0 + margin);
+    let best = challengers
+        .iter()
+        .filter(|c| c.eligible() && c.score > threshold)
+        .min_by(|a, b| rank(a, b))?;
+    let first = Comparison {
+        king: fresh.score,
+        challenger: best.score,
+        noise: best.lead_noise,
+    };
+    Some((best.clone(), first, margin))
+}
+
+/// The challenger whose lead over the king is within noise, so the pod must measure it and
+/// the king again before the host can decide (`None`: the round decides on one pass).
+pub fn to_confirm(
+    rule: &KingRule,
+    now_block: u64,
+    king: Option<&KingStanding>,
+    challengers: &[Contender],
+) -> Option<(SubmissionId, Comparison)> {
+    let confirm = rule.confirm?;
+    let (leader, first, margin) = leader(rule, now_block, king?, challengers)?;
+    (confirm.first_pass(margin, &first) == FirstPass::WithinNoise)
+        .then_some((leader.submission, first))
+}
+
+/// Applies SPEC §11 to one round; a lead within noise counts only if `second` (the
+/// round's confirmation pass of that challenger) confirms it.
 pub fn decide(
     rule: &KingRule,
     now_block: u64,
     king: Option<&KingStanding>,
     challengers: &[Contender],
+    second: Option<&SecondPass>,
 ) -> CrownDecision {
     let best = |threshold: f64| {
         challengers
@@ -148,16 +210,32 @@ pub fn decide(
         .filter(|f| f.passed && f.score.is_finite() && f.score >= 0.0);
     match fresh_ok {
         Some(fresh) => {
-            let threshold = fresh.score * (1.0 + rule.margin(now_block, king.crowned_at_block));
-            match best(threshold) {
-                Some(winner) => CrownDecision::Crown {
-                    winner,
-                    cause: CrownCause::BeatKing,
-                    dethroned: Some(king.submission.clone()),
+            let keep = CrownDecision::Keep {
+                fresh_score: fresh.score,
+            };
+            let Some((winner, first, margin)) = leader(rule, now_block, king, challengers) else {
+                return keep;
+            };
+            let crowned = match rule.confirm {
+                None => true,
+                Some(confirm) => match confirm.first_pass(margin, &first) {
+                    FirstPass::Decisive => true,
+                    FirstPass::Below => false,
+                    FirstPass::WithinNoise => second
+                        .filter(|s| s.challenger == winner.submission)
+                        .is_some_and(|s| {
+                            confirm.confirm(margin, &first, &s.comparison)
+                                == crate::confirm::Confirmation::Confirmed
+                        }),
                 },
-                None => CrownDecision::Keep {
-                    fresh_score: fresh.score,
-                },
+            };
+            if !crowned {
+                return keep;
+            }
+            CrownDecision::Crown {
+                winner,
+                cause: CrownCause::BeatKing,
+                dethroned: Some(king.submission.clone()),
             }
         }
         None => match best(0.0) {

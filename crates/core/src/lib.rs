@@ -38,6 +38,7 @@ macro_rules! coded_enum {
 
 pub mod calibration;
 pub mod commitment;
+pub mod confirm;
 pub mod gate;
 pub mod king;
 pub mod noise;
@@ -50,7 +51,8 @@ pub mod weights;
 
 pub use commitment::{decode_commitment, Commitment, CommitmentError};
 pub use king::{
-    decide, Contender, CrownCause, CrownDecision, DethroneCause, KingRule, KingStanding,
+    decide, to_confirm, Contender, CrownCause, CrownDecision, DethroneCause, KingRule,
+    KingStanding, SecondPass,
 };
 pub use reference::{Digest, ImageRef, ReferenceError};
 pub use score::{score, InvalidBaseline, Speed};

@@ -117,27 +117,10 @@ pub fn score_noise(
     let mut ttft = Vec::with_capacity(resamples);
     let mut tps = Vec::with_capacity(resamples);
     let mut scores = Vec::with_capacity(resamples);
-    let time_ratio = |drawn: &[usize]| -> Option<f64> {
-        let ratios: Vec<f64> = drawn
-            .iter()
-            .filter_map(|&i| {
-                let b = baseline.throughput_e2e_s.get(i).copied().flatten()?;
-                let m = miner.throughput_e2e_s.get(i).copied().flatten()?;
-                (b > 0.0 && m > 0.0).then_some(b / m)
-            })
-            .collect();
-        (!ratios.is_empty()).then(|| ratios.iter().sum::<f64>() / ratios.len() as f64)
-    };
-    let all: Vec<usize> = (0..baseline.throughput_tokens.len()).collect();
-    let measured_ratio = time_ratio(&all);
     for _ in 0..resamples {
         let latency = draw(baseline.latency_ttft_s.len(), &mut rng);
         let throughput = draw(baseline.throughput_tokens.len(), &mut rng);
-        let b = baseline.speed_of(&latency, &throughput);
-        let mut m = miner.speed_of(&latency, &throughput);
-        if let (Some(full), Some(drawn)) = (measured_ratio, time_ratio(&throughput)) {
-            m.tps *= drawn / full;
-        }
+        let (b, m) = drawn_speeds(baseline, miner, &latency, &throughput);
         ttft.push((b.ttft_s - m.ttft_s) / b.ttft_s);
         tps.push((m.tps - b.tps) / b.tps);
         // A resampled baseline is as usable as the measured one (same positive values).
@@ -161,11 +144,12 @@ pub fn score_noise(
     })
 }
 
-/// The 90 %-style interval of `challenger / king` (their scores against the same baseline
-/// run), with the three runs resampled together on the same drawn prompts: the noise of the
-/// comparison a crown decides on. The baseline's own noise moves both scores alike and
-/// mostly cancels here, which the two contestants' separate intervals cannot show.
-pub fn ratio_noise(
+/// The interval of the challenger's lead over the king (`challenger − king`, their scores
+/// against the same baseline run), with the three runs resampled together on the same drawn
+/// prompts: the noise of the comparison a crown decides on (`confirm`). The baseline's own
+/// noise moves both scores alike and mostly cancels here, which the two contestants'
+/// separate intervals cannot show.
+pub fn lead_noise(
     baseline: &RunSample,
     king: &RunSample,
     challenger: &RunSample,
@@ -187,27 +171,58 @@ pub fn ratio_noise(
         return None;
     }
     let mut rng = ChaCha20Rng::from_seed(seed);
-    let mut ratios = Vec::with_capacity(resamples);
+    let mut leads = Vec::with_capacity(resamples);
     for _ in 0..resamples {
         let latency = draw(baseline.latency_ttft_s.len(), &mut rng);
         let throughput = draw(baseline.throughput_tokens.len(), &mut rng);
-        let b = baseline.speed_of(&latency, &throughput);
-        let k = score(true, b, king.speed_of(&latency, &throughput)).ok()?;
-        let x = score(true, b, challenger.speed_of(&latency, &throughput)).ok()?;
-        if k > 0.0 {
-            ratios.push(x / k);
-        }
+        let (b, k) = drawn_speeds(baseline, king, &latency, &throughput);
+        let (_, x) = drawn_speeds(baseline, challenger, &latency, &throughput);
+        let k = score(true, b, k).ok()?;
+        let x = score(true, b, x).ok()?;
+        leads.push(x - k);
     }
-    ratios.retain(|r| r.is_finite());
-    if ratios.is_empty() {
+    leads.retain(|r| r.is_finite());
+    if leads.is_empty() {
         return None;
     }
-    ratios.sort_by(f64::total_cmp);
+    leads.sort_by(f64::total_cmp);
     let tail = (1.0 - level) / 2.0;
     Some(Interval {
-        low: quantile(&ratios, tail),
-        high: quantile(&ratios, 1.0 - tail),
+        low: quantile(&leads, tail),
+        high: quantile(&leads, 1.0 - tail),
     })
+}
+
+/// The baseline's and a contestant's figures over the drawn prompts. A run's throughput
+/// has one wall time, which no draw can vary: the contestant's is scaled by how the mean
+/// per-prompt ratio of the two servers' request times moves over the draw.
+fn drawn_speeds(
+    baseline: &RunSample,
+    miner: &RunSample,
+    latency: &[usize],
+    throughput: &[usize],
+) -> (Speed, Speed) {
+    let time_ratio = |drawn: &mut dyn Iterator<Item = usize>| -> Option<f64> {
+        let (mut sum, mut n) = (0.0, 0usize);
+        for i in drawn {
+            let b = baseline.throughput_e2e_s.get(i).copied().flatten();
+            let m = miner.throughput_e2e_s.get(i).copied().flatten();
+            if let (Some(b), Some(m)) = (b, m) {
+                if b > 0.0 && m > 0.0 {
+                    sum += b / m;
+                    n += 1;
+                }
+            }
+        }
+        (n > 0).then(|| sum / n as f64)
+    };
+    let b = baseline.speed_of(latency, throughput);
+    let mut m = miner.speed_of(latency, throughput);
+    let full = time_ratio(&mut (0..baseline.throughput_tokens.len()));
+    if let (Some(full), Some(drawn)) = (full, time_ratio(&mut throughput.iter().copied())) {
+        m.tps *= drawn / full;
+    }
+    (b, m)
 }
 
 /// `n` indices below `n`, with replacement.
@@ -354,5 +369,33 @@ mod tests {
         // A failed gate scores 0 in every resample.
         let failed = score_noise(&ok, &ok, false, [0; 32], 50, 0.9).unwrap();
         assert_eq!((failed.score.low, failed.score.high), (0.0, 0.0));
+    }
+
+    #[test]
+    fn a_lead_interval_holds_the_measured_lead_and_shrinks_with_more_prompts() {
+        let base = run(0.2, 0.1, 250, 10.0, 16);
+        let king = run(0.15, 0.1, 250, 8.0, 16);
+        let challenger = run(0.14, 0.1, 250, 7.5, 16);
+        let lead = score(true, base.speed(), challenger.speed()).unwrap()
+            - score(true, base.speed(), king.speed()).unwrap();
+        let i = lead_noise(&base, &king, &challenger, [5; 32], 1000, 0.9).unwrap();
+        assert!(i.contains(lead), "{i:?} vs {lead}");
+        assert_eq!(
+            lead_noise(&base, &king, &challenger, [5; 32], 1000, 0.9),
+            Some(i)
+        );
+        let many = lead_noise(
+            &run(0.2, 0.1, 250, 10.0, 128),
+            &run(0.15, 0.1, 250, 8.0, 128),
+            &run(0.14, 0.1, 250, 7.5, 128),
+            [5; 32],
+            1000,
+            0.9,
+        )
+        .unwrap();
+        assert!(many.half_width() < i.half_width(), "{many:?} {i:?}");
+        // A king at 0 still has a lead interval (a ratio would not).
+        let slow_king = run(0.3, 0.1, 250, 20.0, 16);
+        assert!(lead_noise(&base, &slow_king, &challenger, [5; 32], 200, 0.9).is_some());
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use cacheon_core::gate::{judge, GateThresholds, GateVerdict};
-use cacheon_core::noise::{score_noise, RunSample, ScoreNoise};
+use cacheon_core::noise::{lead_noise, score_noise, Interval, RunSample, ScoreNoise};
 use cacheon_core::prompts::{Phase, Prompt, PromptSet};
 use cacheon_core::score::{score, InvalidBaseline, Speed};
 use serde::{Deserialize, Serialize};
@@ -120,6 +120,22 @@ pub fn run_sample(summary: &Summary, prompts: &PromptSet) -> RunSample {
     }
 }
 
+/// Bootstrap resamples behind every noise figure, and the intervals' coverage.
+const RESAMPLES: usize = 1000;
+const LEVEL: f64 = 0.9;
+
+/// The seed of a round's bootstrap: the prompt set's hash, so every validator that measured
+/// the same thing resamples the same way.
+fn noise_seed(prompts: &PromptSet) -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    let hash = &prompts.prompt_set_hash;
+    if let Ok(bytes) = hex::decode(hash.strip_prefix("sha256:").unwrap_or(hash)) {
+        let n = bytes.len().min(32);
+        seed[..n].copy_from_slice(&bytes[..n]);
+    }
+    seed
+}
+
 /// The 90 % bootstrap intervals of a judged contestant's score and improvements against
 /// the baseline, seeded by the prompt set (every validator gets the same).
 pub fn contestant_noise(
@@ -127,18 +143,30 @@ pub fn contestant_noise(
     baseline: &Summary,
     prompts: &PromptSet,
 ) -> Option<ScoreNoise> {
-    let mut seed = [0u8; 32];
-    let hash = &prompts.prompt_set_hash;
-    if let Ok(bytes) = hex::decode(hash.strip_prefix("sha256:").unwrap_or(hash)) {
-        let n = bytes.len().min(32);
-        seed[..n].copy_from_slice(&bytes[..n]);
-    }
     score_noise(
         &run_sample(baseline, prompts),
         &run_sample(&contestant.summary, prompts),
         contestant.verdict.passed,
-        seed,
-        1000,
-        0.9,
+        noise_seed(prompts),
+        RESAMPLES,
+        LEVEL,
+    )
+}
+
+/// The 90 % interval of a challenger's lead over the king (score minus score), the three
+/// runs resampled together: the noise `cacheon_core::confirm` decides a crown against.
+pub fn lead_interval(
+    baseline: &Summary,
+    king: &Summary,
+    challenger: &Summary,
+    prompts: &PromptSet,
+) -> Option<Interval> {
+    lead_noise(
+        &run_sample(baseline, prompts),
+        &run_sample(king, prompts),
+        &run_sample(challenger, prompts),
+        noise_seed(prompts),
+        RESAMPLES,
+        LEVEL,
     )
 }

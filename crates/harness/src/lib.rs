@@ -21,7 +21,9 @@ pub mod workload;
 pub use baseline::{Baseline, BaselineError, Reference};
 pub use client::Target;
 pub use config::HarnessConfig;
-pub use evaluate::{contestant_noise, contestant_score, evaluate, measure_baseline, Evaluation};
+pub use evaluate::{
+    contestant_noise, contestant_score, evaluate, lead_interval, measure_baseline, Evaluation,
+};
 pub use metrics::{Distribution, Summary};
 pub use stop::{EarlyStop, StopCause, StopRule};
 pub use stream::{greedy, stream_chat, RawEvent, StreamRecord};

@@ -80,7 +80,10 @@ pub struct CalibrateCrownArgs {
     /// Coefficient of variation of every request's TTFT and token time.
     #[arg(long, default_value_t = 0.05)]
     pub jitter: f64,
-    /// The confirmation rule's noise multiple.
+    /// A lead within this many noises is measured again (the host's `--confirm-within`).
+    #[arg(long, default_value_t = 3.0)]
+    pub within: f64,
+    /// Both passes' leads must clear this many noises (the host's `--confirm-multiple`).
     #[arg(long, default_value_t = 1.25)]
     pub multiple: f64,
     /// True advantages to simulate, in percent.

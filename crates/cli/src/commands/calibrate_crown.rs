@@ -3,12 +3,19 @@
 //! the king's margin and the confirmation rule's noise multiple.
 
 use cacheon_core::calibration::{rates, Conditions, CrownRule, TrueServer};
+use cacheon_core::confirm::ConfirmRule;
 
 use crate::args::CalibrateCrownArgs;
 
 pub fn run(a: &CalibrateCrownArgs) -> anyhow::Result<()> {
-    if !(0.0..1.0).contains(&a.jitter) || a.rounds == 0 || a.multiple < 0.0 {
-        anyhow::bail!("--jitter must be in [0, 1), --rounds positive, --multiple non-negative");
+    let confirm = ConfirmRule {
+        within: a.within,
+        multiple: a.multiple,
+    };
+    if !(0.0..1.0).contains(&a.jitter) || a.rounds == 0 || !confirm.is_valid() {
+        anyhow::bail!(
+            "--jitter must be in [0, 1), --rounds positive, --within and --multiple non-negative"
+        );
     }
     let conditions = Conditions {
         jitter: a.jitter,
@@ -24,20 +31,8 @@ pub fn run(a: &CalibrateCrownArgs) -> anyhow::Result<()> {
     let rules = [
         ("one pass, margin 1%", CrownRule::OnePass, 0.01),
         ("one pass, margin 0", CrownRule::OnePass, 0.0),
-        (
-            "confirmed, margin 1%",
-            CrownRule::LowerOfTwo {
-                multiple: a.multiple,
-            },
-            0.01,
-        ),
-        (
-            "confirmed, margin 0",
-            CrownRule::LowerOfTwo {
-                multiple: a.multiple,
-            },
-            0.0,
-        ),
+        ("confirmed, margin 1%", CrownRule::Confirmed(confirm), 0.01),
+        ("confirmed, margin 0", CrownRule::Confirmed(confirm), 0.0),
     ];
     // The noise of a comparison under these conditions, to express advantages in it.
     let probe = rates(
@@ -58,10 +53,12 @@ pub fn run(a: &CalibrateCrownArgs) -> anyhow::Result<()> {
         .collect();
     advantages.push((format!("3× noise ({:.2}%)", 300.0 * noise), 3.0 * noise));
     println!(
-        "calibrate-crown · {} rounds per cell · jitter {:.1}% per request · noise multiple {} · \
-         measured noise of a comparison {:.2}% (90% half-width)\n",
+        "calibrate-crown · {} rounds per cell · jitter {:.1}% per request · confirm within {}× \
+         noise, bar {}× noise · measured noise of a lead {:.2}% of the king's score (90% \
+         half-width)\n",
         a.rounds,
         a.jitter * 100.0,
+        a.within,
         a.multiple,
         noise * 100.0
     );
@@ -86,7 +83,7 @@ pub fn run(a: &CalibrateCrownArgs) -> anyhow::Result<()> {
             );
             let cell = match rule {
                 CrownRule::OnePass => format!("{:.1}%", r.crowned * 100.0),
-                CrownRule::LowerOfTwo { .. } => format!(
+                CrownRule::Confirmed(_) => format!(
                     "{:.1}% ({:.0}% conf.)",
                     r.crowned * 100.0,
                     r.confirmed * 100.0
