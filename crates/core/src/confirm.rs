@@ -19,6 +19,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::submission::SubmissionId;
+
 /// The two multiples of the measured noise.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ConfirmRule {
@@ -84,6 +86,17 @@ coded_enum! {
         /// The lower pass did not: the king stays.
         NotConfirmed => "not_confirmed",
     }
+}
+
+/// What a round's confirmation pass showed, as the host records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfirmationRecord {
+    pub king: SubmissionId,
+    pub challenger: SubmissionId,
+    pub first: Comparison,
+    /// `None` when either of the two was disqualified in the confirmation pass.
+    pub second: Option<Comparison>,
+    pub outcome: Confirmation,
 }
 
 impl ConfirmRule {

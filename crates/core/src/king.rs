@@ -138,19 +138,13 @@ pub struct SecondPass {
     pub comparison: Comparison,
 }
 
-/// The challenger that would take the crown from a king that passed, with its first pass's
-/// comparison: the best one above `king × (1 + margin)`.
+/// The challenger that would take the crown from a king that passed (`fresh`), with its
+/// first pass's comparison: the best one above `fresh × (1 + margin)`.
 fn leader(
-    rule: &KingRule,
-    now_block: u64,
-    king: &KingStanding,
+    margin: f64,
+    fresh: &Contender,
     challengers: &[Contender],
-) -> Option<(Contender, Comparison, f64)> {
-    let fresh = king
-        .fresh
-        .as_ref()
-        .filter(|f| f.passed && f.score.is_finite() && f.score >= 0.0)?;
-    let margin = rule.margin(now_block, king.crowned_at_block);
+) -> Option<(Contender, Comparison)> {
     let threshold = fresh.score * (1.0 + margin);
     let best = challengers
         .iter()
@@ -161,19 +155,22 @@ fn leader(
         challenger: best.score,
         noise: best.lead_noise,
     };
-    Some((best.clone(), first, margin))
+    Some((best.clone(), first))
 }
 
-/// The challenger whose lead over the king is within noise, so the pod must measure it and
-/// the king again before the host can decide (`None`: the round decides on one pass).
+/// The challenger whose lead over the king's `fresh` result is within noise, so the pod
+/// must measure it and the king again before the host can decide (`None`: the round
+/// decides on one pass). `margin` is the round's (`KingRule::margin` at its seed block).
 pub fn to_confirm(
-    rule: &KingRule,
-    now_block: u64,
-    king: Option<&KingStanding>,
+    confirm: &ConfirmRule,
+    margin: f64,
+    fresh: &Contender,
     challengers: &[Contender],
 ) -> Option<(SubmissionId, Comparison)> {
-    let confirm = rule.confirm?;
-    let (leader, first, margin) = leader(rule, now_block, king?, challengers)?;
+    if !(fresh.passed && fresh.score.is_finite() && fresh.score >= 0.0) {
+        return None;
+    }
+    let (leader, first) = leader(margin, fresh, challengers)?;
     (confirm.first_pass(margin, &first) == FirstPass::WithinNoise)
         .then_some((leader.submission, first))
 }
@@ -213,7 +210,8 @@ pub fn decide(
             let keep = CrownDecision::Keep {
                 fresh_score: fresh.score,
             };
-            let Some((winner, first, margin)) = leader(rule, now_block, king, challengers) else {
+            let margin = rule.margin(now_block, king.crowned_at_block);
+            let Some((winner, first)) = leader(margin, fresh, challengers) else {
                 return keep;
             };
             let crowned = match rule.confirm {

@@ -76,6 +76,13 @@ impl Interval {
     }
 }
 
+/// A challenger's lead over the king in one pass (score − score) and its interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Lead {
+    pub lead: f64,
+    pub interval: Interval,
+}
+
 /// The intervals of the score and of its two components (improvements as fractions,
 /// `(baseline - miner) / baseline` for TTFT and `(miner - baseline) / baseline` for
 /// throughput, unclamped so the interval shows how far below zero they may be).

@@ -220,8 +220,10 @@ fn a_lead_within_noise_is_crowned_only_when_a_second_pass_confirms_it() {
     };
     let k = king_scoring(0.30);
     // A lead of 0.05 against a noise of 0.01: decisive, one pass.
+    let confirm = rule.confirm.unwrap();
+    let fresh = k.fresh.clone().unwrap();
     let clear = [noisy("Clear", 20, 0.35, 0.01)];
-    assert_eq!(to_confirm(&rule, CROWNED_AT, Some(&k), &clear), None);
+    assert_eq!(to_confirm(&confirm, 0.0, &fresh, &clear), None);
     let d = decide(&rule, CROWNED_AT, Some(&k), &clear, None);
     assert_eq!(winner(&d), Some(("Clear", CrownCause::BeatKing)));
 
@@ -231,7 +233,7 @@ fn a_lead_within_noise_is_crowned_only_when_a_second_pass_confirms_it() {
         noisy("Close", 20, 0.32, 0.01),
         noisy("Below", 21, 0.29, 0.01),
     ];
-    let (who, first) = to_confirm(&rule, CROWNED_AT, Some(&k), &close).unwrap();
+    let (who, first) = to_confirm(&confirm, 0.0, &fresh, &close).unwrap();
     assert_eq!(who, SubmissionId::new("Close", 20));
     assert_eq!((first.king, first.challenger), (0.30, 0.32));
     let keep = CrownDecision::Keep { fresh_score: 0.30 };
@@ -276,7 +278,7 @@ fn a_lead_within_noise_is_crowned_only_when_a_second_pass_confirms_it() {
         base_margin: 0.1,
         ..rule
     };
-    assert_eq!(to_confirm(&strict, CROWNED_AT, Some(&k), &close), None);
+    assert_eq!(to_confirm(&confirm, 0.1, &fresh, &close), None);
     assert_eq!(
         decide(
             &strict,
@@ -288,7 +290,6 @@ fn a_lead_within_noise_is_crowned_only_when_a_second_pass_confirms_it() {
         keep
     );
     // Nothing to confirm without a king that passed.
-    assert_eq!(to_confirm(&rule, CROWNED_AT, None, &close), None);
-    let failed = king(Some(contender("King", 10, false, 0.0)));
-    assert_eq!(to_confirm(&rule, CROWNED_AT, Some(&failed), &close), None);
+    let failed = contender("King", 10, false, 0.0);
+    assert_eq!(to_confirm(&confirm, 0.0, &failed, &close), None);
 }

@@ -11,7 +11,9 @@
 //!   the contestant again.
 //! - `BaselineResult` and `Done` (pod, once each, last): the verdicts the host applies.
 
+use cacheon_core::confirm::ConfirmRule;
 use cacheon_core::gate::{GateThresholds, GateVerdict};
+use cacheon_core::noise::{Lead, ScoreNoise};
 use cacheon_core::prompts::WorkloadShape;
 use cacheon_core::submission::{DisqualifyReason, InfraReason, Role};
 use cacheon_harness::{HarnessConfig, Summary, WorkloadRun};
@@ -39,6 +41,19 @@ pub struct Job {
     pub created_at: i64,
     /// Unix seconds; past it the host voids the round and pods stop working on it.
     pub deadline_at: i64,
+    /// What a challenger must beat the king by, fixed when the round opened: the pod needs
+    /// it to know whether a lead is within noise and must be confirmed. `None` (no king, or
+    /// a job from before confirmation existed): no confirmation pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crown: Option<CrownTerms>,
+}
+
+/// The king's threshold of one round.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CrownTerms {
+    /// The decayed margin at the round's seed block.
+    pub margin: f64,
+    pub confirm: ConfirmRule,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +107,8 @@ pub enum RoundPhase {
     Contestants,
     Baseline,
     Judging,
+    /// The king and the leading challenger measured again (with their own baseline run).
+    Confirming,
     Done,
     Abandoned,
 }
@@ -179,6 +196,23 @@ pub struct Done {
     pub prompt_set_hash: String,
     pub outcome: RoundOutcome,
     pub finished_at: i64,
+    /// The round's confirmation pass, when a challenger's lead was within noise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmation: Option<ConfirmationPass>,
+}
+
+/// A second measurement of the king and one challenger (`cacheon_core::confirm`): fresh
+/// prompts from the round's seed, the challenger first then the king, a baseline run of
+/// their own, every request gated as in the first pass. A contestant that fails here is
+/// disqualified in the round's verdicts with this pass's reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfirmationPass {
+    pub king: String,
+    pub challenger: String,
+    /// The hash of the fresh prompt set.
+    pub prompt_set_hash: String,
+    /// This pass's verdicts of the two (the challenger's `lead` is this pass's).
+    pub verdicts: Vec<Verdict>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -203,6 +237,14 @@ pub struct Verdict {
     pub outcome: VerdictKind,
     /// The gate's per-request findings, when the contestant was measured.
     pub gate: Option<GateVerdict>,
+    /// 90 % intervals of its score and improvements against the baseline (bootstrap over
+    /// the prompts), when it was scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<ScoreNoise>,
+    /// A challenger's lead over the king (score − score) with its 90 % interval, when both
+    /// were scored: the noise a crown is decided against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead: Option<Lead>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 //! ```text
 //! rounds/{round}/job.json  lease.json  progress.json  baseline.json  done.json
 //! rounds/{round}/results/{submission_id}.json
+//! rounds/{round}/confirm/baseline.json  confirm/results/{submission_id}.json
 //! rounds/{round}/logs/{label}.log
 //! ```
 //!
@@ -49,6 +50,20 @@ pub fn results_dir(round: i64) -> String {
 /// The baseline's reference timings.
 pub fn baseline(round: i64) -> String {
     format!("{}baseline.json", round_dir(round))
+}
+
+/// One contestant's raw measurements in the round's confirmation pass.
+pub fn confirm_result(round: i64, submission_id: &str) -> String {
+    format!(
+        "{}confirm/results/{}.json",
+        round_dir(round),
+        escape(submission_id)
+    )
+}
+
+/// The baseline's run on the confirmation pass's prompts.
+pub fn confirm_baseline(round: i64) -> String {
+    format!("{}confirm/baseline.json", round_dir(round))
 }
 
 /// The round's verdicts; its presence means the round is finished.

@@ -5,10 +5,15 @@
 //! voids the round: its challengers go back to pending, charged nothing but an attempt.
 
 use cacheon_chain::BlockRef;
-use cacheon_core::{decide, Contender, InfraReason, KingStanding, Role, SubmissionId};
-use cacheon_handoff::documents::{Done, Progress, RoundOutcome, VerdictKind};
+use cacheon_core::confirm::{Comparison, Confirmation, ConfirmationRecord};
+use cacheon_core::{decide, Contender, InfraReason, KingStanding, Role, SecondPass, SubmissionId};
+use cacheon_handoff::documents::{
+    ConfirmationPass, Done, Progress, RoundOutcome, Verdict, VerdictKind,
+};
 use cacheon_handoff::{layout, HandoffError};
-use cacheon_store::{ApplyOutcome, ContestantVerdict, RoundRow, VerdictOutcome};
+use cacheon_store::{
+    ApplyOutcome, ContestantEvidence, ContestantVerdict, RoundRow, VerdictOutcome,
+};
 
 use crate::{now_unix, Host, HostError};
 
@@ -80,11 +85,56 @@ async fn one(host: &mut Host, round: &RoundRow, head: BlockRef) -> Result<(), Ho
         }
         RoundOutcome::Completed { verdicts } => verdicts,
     };
-    let verdicts = match to_store(round, verdicts) {
+    let stored = match to_store(round, verdicts) {
         Ok(v) => v,
         Err(detail) => return void(host, round, InfraReason::CorruptResult, &detail).await,
     };
-    apply(host, round, &verdicts, head).await
+    let pass = done.confirmation.as_ref();
+    let evidence = evidence(verdicts, pass);
+    apply(host, round, &stored, &evidence, pass, head).await
+}
+
+/// Every contestant's noise figures and confirmation score, as the store keeps them.
+fn evidence(verdicts: &[Verdict], pass: Option<&ConfirmationPass>) -> Vec<ContestantEvidence> {
+    verdicts
+        .iter()
+        .filter_map(|v| {
+            let confirm_score = pass
+                .and_then(|p| {
+                    p.verdicts
+                        .iter()
+                        .find(|a| a.submission_id == v.submission_id)
+                })
+                .and_then(scored);
+            Some(ContestantEvidence {
+                submission: v.submission_id.parse().ok()?,
+                noise: v.noise,
+                lead: v.lead,
+                confirm_score,
+            })
+        })
+        .collect()
+}
+
+fn scored(v: &Verdict) -> Option<f64> {
+    match v.outcome {
+        VerdictKind::Scored { score, .. } if score.is_finite() && score >= 0.0 => Some(score),
+        _ => None,
+    }
+}
+
+/// The confirmation pass as the king rule reads it: both measured again and scored.
+fn second_pass(pass: &ConfirmationPass) -> Option<SecondPass> {
+    let find = |id: &str| pass.verdicts.iter().find(|v| v.submission_id == id);
+    let challenger = find(&pass.challenger)?;
+    Some(SecondPass {
+        challenger: pass.challenger.parse().ok()?,
+        comparison: Comparison {
+            king: scored(find(&pass.king)?)?,
+            challenger: scored(challenger)?,
+            noise: challenger.lead.map(|l| l.interval.half_width()),
+        },
+    })
 }
 
 /// The pod's verdicts as the store takes them; every contestant exactly once, scores
@@ -129,6 +179,8 @@ async fn apply(
     host: &mut Host,
     round: &RoundRow,
     verdicts: &[ContestantVerdict],
+    evidence: &[ContestantEvidence],
+    pass: Option<&ConfirmationPass>,
     head: BlockRef,
 ) -> Result<(), HostError> {
     let mut contenders = Vec::with_capacity(verdicts.len());
@@ -149,6 +201,11 @@ async fn apply(
             commit_block: u64::try_from(row.commit_block).unwrap_or(0),
             passed,
             score,
+            lead_noise: evidence
+                .iter()
+                .find(|e| e.submission == v.submission)
+                .and_then(|e| e.lead)
+                .map(|l| l.interval.half_width()),
         });
     }
     let role_of = |id: &SubmissionId| {
@@ -178,18 +235,46 @@ async fn apply(
         .filter(|c| role_of(&c.submission) == Some(Role::Challenger))
         .cloned()
         .collect();
-    let decision = decide(
-        &host.cfg.king_rule,
-        head.number,
-        king.as_ref(),
-        &challengers,
-    );
+    // The margin of the round's seed block: the one its job told the pod.
+    let at = u64::try_from(round.seed_block).unwrap_or(0);
+    let rule = &host.cfg.king_rule;
+    let second = pass.and_then(second_pass);
+    let decision = decide(rule, at, king.as_ref(), &challengers, second.as_ref());
+    let record = pass.and_then(|p| {
+        let king = king.as_ref()?;
+        let fresh = king.fresh.as_ref()?;
+        let challenger: SubmissionId = p.challenger.parse().ok()?;
+        let x = challengers.iter().find(|c| c.submission == challenger)?;
+        let first = Comparison {
+            king: fresh.score,
+            challenger: x.score,
+            noise: x.lead_noise,
+        };
+        let margin = rule.margin(at, king.crowned_at_block);
+        let confirmed = second.as_ref().zip(rule.confirm).is_some_and(|(s, c)| {
+            s.challenger == challenger
+                && c.confirm(margin, &first, &s.comparison) == Confirmation::Confirmed
+        });
+        Some(ConfirmationRecord {
+            king: king.submission.clone(),
+            challenger,
+            first,
+            second: second.as_ref().map(|s| s.comparison),
+            outcome: if confirmed {
+                Confirmation::Confirmed
+            } else {
+                Confirmation::NotConfirmed
+            },
+        })
+    });
+    tx.record_evidence(round.id, evidence, record.as_ref())
+        .await?;
     let applied = tx
         .apply_round(round.id, verdicts, &decision, head.number)
         .await?;
     tx.commit().await?;
     if applied == ApplyOutcome::Applied {
-        tracing::info!(round = round.id, ?decision, "round applied");
+        tracing::info!(round = round.id, ?decision, confirmation = ?record, "round applied");
         metrics::counter!("cacheon_rounds_closed_total", "outcome" => "completed").increment(1);
     }
     Ok(())
@@ -241,8 +326,12 @@ mod tests {
                     outcome: None,
                     score: None,
                     reason: None,
+                    noise: None,
+                    lead: None,
+                    confirm_score: None,
                 })
                 .collect(),
+            confirmation: None,
         }
     }
 
@@ -252,6 +341,8 @@ mod tests {
             role: Role::Challenger,
             outcome,
             gate: None,
+            noise: None,
+            lead: None,
         }
     }
 

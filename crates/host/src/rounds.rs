@@ -7,8 +7,8 @@ use std::collections::HashSet;
 
 use cacheon_chain::{BlockRef, Metagraph};
 use cacheon_core::prompts::{generate, BlockHash};
-use cacheon_core::SubmissionState;
-use cacheon_handoff::documents::{Job, JobContestant};
+use cacheon_core::{Role, SubmissionState};
+use cacheon_handoff::documents::{CrownTerms, Job, JobContestant};
 use cacheon_handoff::{layout, Condition, Put};
 use cacheon_store::{NewRound, RoundRow, RoundState, SubmissionFilter};
 
@@ -154,6 +154,7 @@ pub async fn job(host: &Host, round: &RoundRow) -> Result<Job, HostError> {
         .map_err(|_| HostError::Config(format!("round {} has a bad seed hash", round.id)))?;
     let prompts = generate(&seed, &host.corpus, &host.templates, &cfg.workload)
         .map_err(|e| HostError::Config(format!("prompts: {e}")))?;
+    let crown = crown_terms(host, round).await?;
     Ok(Job {
         round_id: round.id,
         netuid: cfg.netuid,
@@ -167,5 +168,29 @@ pub async fn job(host: &Host, round: &RoundRow) -> Result<Job, HostError> {
         thresholds: cfg.thresholds,
         created_at: round.opened_at,
         deadline_at: round.deadline_at,
+        crown,
     })
+}
+
+/// The king's terms for the round: the margin at its seed block (the host decides with the
+/// same one), and the confirmation rule. None without a king in the round or a rule.
+async fn crown_terms(host: &Host, round: &RoundRow) -> Result<Option<CrownTerms>, HostError> {
+    let rule = &host.cfg.king_rule;
+    let Some(confirm) = rule.confirm else {
+        return Ok(None);
+    };
+    let Some(king) = host.store.king().await? else {
+        return Ok(None);
+    };
+    let in_round = round
+        .contestants
+        .iter()
+        .any(|c| c.role == Role::King && c.submission_id == king.submission_id);
+    Ok(in_round.then(|| CrownTerms {
+        margin: rule.margin(
+            u64::try_from(round.seed_block).unwrap_or(0),
+            u64::try_from(king.crowned_at_block).unwrap_or(0),
+        ),
+        confirm,
+    }))
 }

@@ -59,6 +59,10 @@ pub struct MockConfig {
     /// End lines with CRLF instead of LF.
     pub crlf: bool,
     pub max_model_len: usize,
+    /// Coefficient of variation of every request's TTFT and inter-token time (log-normal
+    /// factors with mean 1, drawn from the request's number by a fixed hash): a server as
+    /// noisy as real ones, reproducibly.
+    pub speed_jitter: f64,
 }
 
 impl Default for MockConfig {
@@ -75,6 +79,7 @@ impl Default for MockConfig {
             token_ids: false,
             crlf: false,
             max_model_len: 32_768,
+            speed_jitter: 0.0,
         }
     }
 }
@@ -337,6 +342,7 @@ async fn chat_completions(
             "this is not\nan event stream\n\n{\"choices\":[]}\n\n",
         ));
     }
+    let jitter = state.cfg.speed_jitter;
     let plan = StreamPlan {
         id,
         created,
@@ -345,6 +351,8 @@ async fn chat_completions(
         include_usage: req.stream_options.as_ref().is_some_and(|o| o.include_usage),
         logprobs: req.logprobs,
         top_logprobs,
+        ttft: state.cfg.ttft.mul_f64(lognormal(jitter, 2 * n)),
+        itl: state.cfg.itl.mul_f64(lognormal(jitter, 2 * n + 1)),
     };
     let (tx, rx) = mpsc::channel::<(Bytes, FrameKind)>(64);
     let timeline = state.timeline.clone();
@@ -552,4 +560,34 @@ fn whole_completion(
         prompt_logprobs,
     };
     Json(body).into_response()
+}
+
+/// exp(N(−s²/2, s²)) with `s² = ln(1 + cv²)`: mean 1, coefficient of variation `cv`; the
+/// normal draw is Box–Muller over two fixed hashes of `key`.
+fn lognormal(cv: f64, key: u64) -> f64 {
+    if !(cv.is_finite() && cv > 0.0) {
+        return 1.0;
+    }
+    let u1 = crate::model::unit_hash(key.wrapping_mul(2).wrapping_add(0x6a09)).max(1e-12);
+    let u2 = crate::model::unit_hash(key.wrapping_mul(2).wrapping_add(0xbb67));
+    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+    let s2 = (1.0 + cv * cv).ln();
+    (z * s2.sqrt() - s2 / 2.0).exp().clamp(0.05, 20.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lognormal;
+
+    #[test]
+    fn speed_jitter_has_mean_one_and_the_requested_spread() {
+        let n = 20_000u64;
+        let draws: Vec<f64> = (0..n).map(|k| lognormal(0.2, k)).collect();
+        let mean = draws.iter().sum::<f64>() / n as f64;
+        let var = draws.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+        assert!((mean - 1.0).abs() < 0.01, "{mean}");
+        assert!((var.sqrt() / mean - 0.2).abs() < 0.01, "{}", var.sqrt());
+        assert_eq!(lognormal(0.0, 7), 1.0);
+        assert_eq!(lognormal(0.2, 7), lognormal(0.2, 7));
+    }
 }

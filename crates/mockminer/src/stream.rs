@@ -26,6 +26,9 @@ pub(crate) struct StreamPlan {
     pub include_usage: bool,
     pub logprobs: bool,
     pub top_logprobs: usize,
+    /// This request's TTFT and inter-token time (`MockConfig::speed_jitter` applied).
+    pub ttft: Duration,
+    pub itl: Duration,
 }
 
 /// Where frames go: the response body, or a buffer when bursting.
@@ -145,7 +148,7 @@ pub(crate) async fn pace(
             visible[start..(start + per_chunk).min(visible.len())].to_vec()
         };
         let last_token = (k + 1) * per_chunk - 1;
-        let due = received + cfg.ttft + cfg.itl * last_token as u32 + extra;
+        let due = received + plan.ttft + plan.itl * last_token as u32 + extra;
         if sink.burst.is_none() {
             tokio::time::sleep_until(due).await;
         } else if !endless && k + 1 == n_chunks {

@@ -6,17 +6,19 @@
 use std::sync::Arc;
 
 use cacheon_containers::{wait_released, Labels};
+use cacheon_core::noise::Lead;
 use cacheon_core::prompts::PromptSet;
 use cacheon_core::reference::{Digest, ImageRef};
 use cacheon_core::submission::InfraReason;
+use cacheon_core::Role;
 use cacheon_handoff::documents::{
     BaselineResult, ContestantResult, ContestantStatus, Job, Measurement, RoundOutcome, RoundPhase,
     StepTimings, Verdict, VerdictKind,
 };
-use cacheon_handoff::{layout, Condition};
+use cacheon_handoff::Condition;
 use cacheon_harness::{
-    contestant_score, evaluate, measure_baseline, Baseline, Reference, Summary, Target, Vocab,
-    WorkloadRun,
+    contestant_noise, contestant_score, evaluate, lead_interval, measure_baseline, Baseline,
+    Reference, Summary, Target, Vocab, WorkloadRun,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -131,7 +133,11 @@ pub async fn run(
                 timings,
             };
             ctx.bucket
-                .put_doc(&layout::baseline(job.round_id), &doc, Condition::Always)
+                .put_doc(
+                    &ctx.pass.baseline_key(job.round_id),
+                    &doc,
+                    Condition::Always,
+                )
                 .await?;
             Ok(RoundOutcome::Completed { verdicts })
         }
@@ -189,7 +195,7 @@ async fn judge_all(
         .await
         .map_err(|e| format!("reference: {e}"))?;
     tracker.phase(RoundPhase::Judging).await;
-    let mut verdicts = Vec::with_capacity(results.len());
+    let mut judged = Vec::with_capacity(results.len());
     for r in results {
         let v = judge_one(&baseline, job, prompts, &reference, &summary, r)
             .instrument(tracing::info_span!("judge", submission = %r.submission_id))
@@ -197,9 +203,42 @@ async fn judge_all(
         tracker
             .contestant(&r.submission_id, ContestantStatus::Judged)
             .await;
-        verdicts.push(v);
+        judged.push(v);
     }
-    Ok((verdicts, summary, run))
+    Ok((with_leads(judged, &summary, prompts), summary, run))
+}
+
+/// Every scored challenger's lead over a scored king, with its interval: the comparison
+/// a crown is decided on (`cacheon_core::confirm`).
+fn with_leads(
+    judged: Vec<(Verdict, Option<Summary>)>,
+    baseline: &Summary,
+    prompts: &PromptSet,
+) -> Vec<Verdict> {
+    let scored = |v: &Verdict| match v.outcome {
+        VerdictKind::Scored { score, .. } => Some(score),
+        VerdictKind::Disqualified { .. } => None,
+    };
+    let king = judged.iter().find_map(|(v, s)| {
+        (v.role == Role::King)
+            .then(|| Some((scored(v)?, s.as_ref()?)))
+            .flatten()
+    });
+    judged
+        .iter()
+        .map(|(v, summary)| {
+            let mut v = v.clone();
+            if let (Role::Challenger, Some((king_score, king)), Some(score), Some(summary)) =
+                (v.role, king, scored(&v), summary)
+            {
+                v.lead = lead_interval(baseline, king, summary, prompts).map(|interval| Lead {
+                    lead: score - king_score,
+                    interval,
+                });
+            }
+            v
+        })
+        .collect()
 }
 
 async fn judge_one(
@@ -209,10 +248,10 @@ async fn judge_one(
     reference: &Reference,
     base: &Summary,
     r: &ContestantResult,
-) -> Result<Verdict, String> {
+) -> Result<(Verdict, Option<Summary>), String> {
     let run = match &r.measurement {
         Measurement::Failed { reason, detail } => {
-            return Ok(Verdict {
+            let v = Verdict {
                 submission_id: r.submission_id.clone(),
                 role: r.role,
                 outcome: VerdictKind::Disqualified {
@@ -220,35 +259,43 @@ async fn judge_one(
                     detail: detail.clone(),
                 },
                 gate: None,
-            })
+                noise: None,
+                lead: None,
+            };
+            return Ok((v, None));
         }
         Measurement::Measured { run } => run,
     };
     let evaluation = evaluate(baseline, prompts, reference, run, &job.thresholds)
         .await
         .map_err(|e| format!("checking {}: {e}", r.submission_id))?;
-    let outcome = match verdict::disqualify_reason(&evaluation.verdict) {
+    let (outcome, noise) = match verdict::disqualify_reason(&evaluation.verdict) {
         None => {
             let score = contestant_score(&evaluation, base)
                 .map_err(|e| format!("the baseline's measurements are unusable: {e}"))?;
-            VerdictKind::Scored {
+            let scored = VerdictKind::Scored {
                 score,
                 ttft_s: evaluation.summary.ttft_s,
                 tps: evaluation.summary.tps,
-            }
+            };
+            (scored, contestant_noise(&evaluation, base, prompts))
         }
-        Some(reason) => VerdictKind::Disqualified {
-            reason,
-            detail: verdict::summary(&evaluation.verdict),
-        },
+        Some(reason) => {
+            let detail = verdict::summary(&evaluation.verdict);
+            (VerdictKind::Disqualified { reason, detail }, None)
+        }
     };
     tracing::info!(submission = %r.submission_id, ?outcome, "judged");
-    Ok(Verdict {
+    let summary = matches!(outcome, VerdictKind::Scored { .. }).then(|| evaluation.summary.clone());
+    let v = Verdict {
         submission_id: r.submission_id.clone(),
         role: r.role,
         outcome,
         gate: Some(evaluation.verdict),
-    })
+        noise,
+        lead: None,
+    };
+    Ok((v, summary))
 }
 
 #[cfg(test)]

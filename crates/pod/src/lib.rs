@@ -8,6 +8,7 @@
 //! pod to claim the round (after the lease expires) picks up from the results already
 //! written.
 
+mod confirm;
 mod contestant;
 mod judge;
 mod keeper;
@@ -168,6 +169,7 @@ async fn serve(
                     engine,
                     checked,
                     prompts,
+                    pass: confirm::Pass::First,
                 };
                 let end = round::run(&ctx, &job, lease, shutdown).await;
                 tracing::info!(round = job.round_id, ?end, "round finished on this pod");

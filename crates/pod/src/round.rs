@@ -11,8 +11,8 @@ use cacheon_core::prompts::{generate, BlockHash, PromptSet};
 use cacheon_core::reference::{Digest, ImageRef};
 use cacheon_core::submission::InfraReason;
 use cacheon_handoff::documents::{
-    ContestantResult, ContestantStatus, Done, Job, JobContestant, Measurement, RoundOutcome,
-    RoundPhase,
+    ConfirmationPass, ContestantResult, ContestantStatus, Done, Job, JobContestant, Measurement,
+    RoundOutcome, RoundPhase,
 };
 use cacheon_handoff::{layout, Bucket, Condition, HandoffError, Lease, Put};
 use tokio::task::JoinHandle;
@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::confirm::{self, Pass};
 use crate::contestant::{self, ms, Pulled};
 use crate::keeper::{Keeper, StopCause};
 use crate::preflight::Checked;
@@ -27,18 +28,21 @@ use crate::tracker::Tracker;
 use crate::{judge, PodConfig, PodError, PromptSource};
 
 /// What the pod shares with every step of a round.
+#[derive(Clone, Copy)]
 pub struct Context<'a> {
     pub cfg: &'a PodConfig,
     pub bucket: &'a Bucket,
     pub engine: &'a Engine,
     pub checked: &'a Checked,
     pub prompts: &'a PromptSource,
+    /// The pass the steps belong to (where their documents and logs go).
+    pub pass: Pass,
 }
 
 impl Context<'_> {
     /// Keeps the last `log_cap` bytes of a container's output in S3 (best effort).
     pub async fn keep_log(&self, round: i64, label: &str, logs: &[u8]) {
-        let key = layout::log(round, label);
+        let key = layout::log(round, &self.pass.log_label(label));
         if let Err(e) = self.bucket.put_log(&key, logs, self.cfg.log_cap).await {
             tracing::warn!(%key, "container log not kept: {e}");
         }
@@ -112,7 +116,7 @@ pub async fn run(
         let (reason, detail) = (e.void_reason(), e.to_string());
         tracing::error!(%reason, "our side failed; voiding the round: {detail}");
         let mut tracker = Tracker::new(ctx.bucket, job, &ctx.cfg.pod_id);
-        if finish(ctx, job, &mut tracker, void(reason, detail))
+        if finish(ctx, job, &mut tracker, void(reason, detail), None)
             .instrument(span)
             .await
             .is_ok()
@@ -165,17 +169,20 @@ async fn work(ctx: &Context<'_>, job: &Job, cancel: &CancellationToken) -> Resul
                 job,
                 &mut tracker,
                 void(InfraReason::PreflightFailed, detail),
+                None,
             )
             .await;
         }
     };
 
     tracker.phase(RoundPhase::Contestants).await;
-    let results = contestants(ctx, job, &prompts, &mut tracker, cancel).await?;
+    let everyone: Vec<&JobContestant> = job.contestants.iter().collect();
+    let results = contestants(ctx, job, &everyone, &prompts, &mut tracker, cancel).await?;
 
     tracker.phase(RoundPhase::Baseline).await;
     let outcome = judge::run(ctx, job, &prompts, &results, &mut tracker, cancel).await?;
-    finish(ctx, job, &mut tracker, outcome).await
+    let (outcome, confirmation) = confirm::run(ctx, job, outcome, &mut tracker, cancel).await?;
+    finish(ctx, job, &mut tracker, outcome, confirmation).await
 }
 
 fn void(reason: InfraReason, detail: String) -> RoundOutcome {
@@ -209,6 +216,7 @@ async fn finish(
     job: &Job,
     tracker: &mut Tracker<'_>,
     outcome: RoundOutcome,
+    confirmation: Option<ConfirmationPass>,
 ) -> Result<(), Interrupt> {
     let done = Done {
         round_id: job.round_id,
@@ -217,6 +225,7 @@ async fn finish(
         prompt_set_hash: job.prompt_set_hash.clone(),
         outcome,
         finished_at: crate::now_unix(),
+        confirmation,
     };
     match ctx
         .bucket
@@ -230,19 +239,21 @@ async fn finish(
     Ok(())
 }
 
-/// Every contestant's result, king first: read back when an earlier pod wrote it,
-/// measured otherwise. The next image is pulled while the current one runs.
-async fn contestants(
+/// The results of `list` in that order of measurement, returned in the job's order (king
+/// first): read back when an earlier pod wrote them in this pass, measured otherwise. The
+/// next image is pulled while the current one runs.
+pub async fn contestants(
     ctx: &Context<'_>,
     job: &Job,
+    list: &[&JobContestant],
     prompts: &PromptSet,
     tracker: &mut Tracker<'_>,
     cancel: &CancellationToken,
 ) -> Result<Vec<ContestantResult>, Interrupt> {
-    let mut results = Vec::with_capacity(job.contestants.len());
+    let mut results = Vec::with_capacity(list.len());
     let mut todo: VecDeque<&JobContestant> = VecDeque::new();
-    for c in &job.contestants {
-        match existing(ctx.bucket, job, c).await? {
+    for &c in list {
+        match existing(ctx, job, c).await? {
             Some(r) => {
                 tracing::info!(submission = %c.submission_id, "reusing the result an earlier pod wrote");
                 tracker.contestant(&c.submission_id, status_of(&r)).await;
@@ -285,7 +296,7 @@ async fn contestants(
             prefetch = todo.front().map(|next| start_prefetch(ctx, next));
             let result =
                 contestant::measure(ctx, job, c, prompts, pulled, tracker, cancel).await?;
-            store_result(ctx.bucket, &result).await?;
+            store_result(ctx, &result).await?;
             tracker.contestant(&c.submission_id, status_of(&result)).await;
             Ok(result)
         }
@@ -319,12 +330,13 @@ fn status_of(r: &ContestantResult) -> ContestantStatus {
 
 /// A result an earlier pod wrote for this contestant, if it is readable and ours.
 async fn existing(
-    bucket: &Bucket,
+    ctx: &Context<'_>,
     job: &Job,
     c: &JobContestant,
 ) -> Result<Option<ContestantResult>, Interrupt> {
-    match bucket
-        .get_doc::<ContestantResult>(&layout::result(job.round_id, &c.submission_id))
+    match ctx
+        .bucket
+        .get_doc::<ContestantResult>(&ctx.pass.result_key(job.round_id, &c.submission_id))
         .await
     {
         Ok(Some((r, _))) if r.round_id == job.round_id && r.submission_id == c.submission_id => {
@@ -344,8 +356,11 @@ async fn existing(
 }
 
 /// Writes a result once; a refused (corrupt) earlier copy is replaced.
-async fn store_result(bucket: &Bucket, r: &ContestantResult) -> Result<(), Interrupt> {
-    let key = layout::result(r.round_id, &r.submission_id);
+async fn store_result(ctx: &Context<'_>, r: &ContestantResult) -> Result<(), Interrupt> {
+    let (bucket, key) = (
+        ctx.bucket,
+        ctx.pass.result_key(r.round_id, &r.submission_id),
+    );
     if let Put::PreconditionFailed = bucket.put_doc(&key, r, Condition::IfNoneMatch).await? {
         if matches!(
             bucket.get_doc::<ContestantResult>(&key).await,

@@ -10,6 +10,7 @@
 //! writer would only trade waiting for `SQLITE_BUSY`), and a pool of read-only connections
 //! for the status API. WAL mode lets those readers run while the writer works.
 
+mod evidence;
 mod king;
 mod read;
 mod write;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+pub use evidence::ContestantEvidence;
 pub use read::{ContestantRow, StateCount, WeightSubmissionRow};
 pub use read::{KingEvent, KingRow, RoundRow, RoundState, SubmissionFilter, SubmissionRow};
 pub use write::{

@@ -2,6 +2,8 @@
 //! API reads through the read-only pool and write operations read inside their own
 //! transaction with the same code.
 
+use cacheon_core::confirm::ConfirmationRecord;
+use cacheon_core::noise::{Lead, ScoreNoise};
 use cacheon_core::{Role, SubmissionState};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Executor, FromRow, QueryBuilder, Row, Sqlite};
@@ -76,6 +78,12 @@ pub struct ContestantRow {
     pub outcome: Option<String>,
     pub score: Option<f64>,
     pub reason: Option<String>,
+    /// 90 % intervals of its score and improvements (bootstrap over the prompts).
+    pub noise: Option<ScoreNoise>,
+    /// A challenger's lead over the king, with its interval.
+    pub lead: Option<Lead>,
+    /// Its score in the round's confirmation pass.
+    pub confirm_score: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -90,6 +98,8 @@ pub struct RoundRow {
     pub closed_at: Option<i64>,
     /// King first, then challengers in commit order.
     pub contestants: Vec<ContestantRow>,
+    /// The confirmation pass, when the round had one.
+    pub confirmation: Option<ConfirmationRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, FromRow)]
@@ -180,8 +190,8 @@ pub(crate) async fn king<'e, E: Executor<'e, Database = Sqlite>>(db: E) -> Resul
 
 pub(crate) async fn round(db: &mut sqlx::SqliteConnection, id: i64) -> Result<Option<RoundRow>> {
     let Some(row) = sqlx::query(
-        "SELECT id, seed_block, seed_hash, state, void_reason, opened_at, deadline_at, closed_at \
-         FROM rounds WHERE id = ?",
+        "SELECT id, seed_block, seed_hash, state, void_reason, opened_at, deadline_at, closed_at, \
+         confirmation_record FROM rounds WHERE id = ?",
     )
     .bind(id)
     .fetch_optional(&mut *db)
@@ -190,8 +200,8 @@ pub(crate) async fn round(db: &mut sqlx::SqliteConnection, id: i64) -> Result<Op
         return Ok(None);
     };
     let contestants = sqlx::query(
-        "SELECT submission_id, role, position, outcome, score, reason FROM round_contestants \
-         WHERE round_id = ? ORDER BY position",
+        "SELECT submission_id, role, position, outcome, score, reason, noise, lead, confirm_score \
+         FROM round_contestants WHERE round_id = ? ORDER BY position",
     )
     .bind(id)
     .fetch_all(&mut *db)
@@ -205,6 +215,9 @@ pub(crate) async fn round(db: &mut sqlx::SqliteConnection, id: i64) -> Result<Op
             outcome: c.try_get("outcome")?,
             score: c.try_get("score")?,
             reason: c.try_get("reason")?,
+            noise: from_json(c.try_get("noise")?)?,
+            lead: from_json(c.try_get("lead")?)?,
+            confirm_score: c.try_get("confirm_score")?,
         })
     })
     .collect::<Result<Vec<_>>>()?;
@@ -221,7 +234,16 @@ pub(crate) async fn round(db: &mut sqlx::SqliteConnection, id: i64) -> Result<Op
         deadline_at: row.try_get("deadline_at")?,
         closed_at: row.try_get("closed_at")?,
         contestants,
+        confirmation: from_json(row.try_get("confirmation_record")?)?,
     }))
+}
+
+/// A JSON column written by `evidence`; unreadable means the file was altered.
+fn from_json<T: serde::de::DeserializeOwned>(text: Option<String>) -> Result<Option<T>> {
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("evidence column: {e}")))
+    })
+    .transpose()
 }
 
 impl Store {

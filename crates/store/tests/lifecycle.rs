@@ -125,6 +125,7 @@ fn contender(id: &str, uid: u16, score: f64) -> Contender {
         uid,
         passed: true,
         score,
+        lead_noise: None,
     }
 }
 

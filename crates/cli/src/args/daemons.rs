@@ -123,6 +123,15 @@ pub struct HostRunArgs {
         default_value_t = 50_400
     )]
     pub king_margin_decay_blocks: u64,
+    /// A challenger whose lead over the king is above the margin but within this many
+    /// noises (the 90 % half-width of the lead) is measured again with the king, and
+    /// crowned only if the lower of the two passes clears `--confirm-multiple` noises.
+    /// 0 decides every round on one pass (SPEC §11 as written).
+    #[arg(long, env = "CACHEON_CONFIRM_WITHIN", default_value_t = 3.0)]
+    pub confirm_within: f64,
+    /// How many noises both passes' leads must clear (see `cacheon calibrate-crown`).
+    #[arg(long, env = "CACHEON_CONFIRM_MULTIPLE", default_value_t = 1.25)]
+    pub confirm_multiple: f64,
     /// The reference server image (pulled by digest).
     #[arg(
         long,

@@ -288,6 +288,10 @@ pub struct MockMinerArgs {
     /// Time between tokens.
     #[arg(long, default_value_t = 10)]
     pub itl_ms: u64,
+    /// Coefficient of variation of every request's TTFT and time between tokens (0.2: a
+    /// spread of about 20 %), reproducible from the request's number.
+    #[arg(long, default_value_t = 0.0)]
+    pub speed_jitter: f64,
     /// Tokens per streamed chunk.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub tokens_per_chunk: u16,

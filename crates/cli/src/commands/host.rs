@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use cacheon_core::confirm::ConfirmRule;
 use cacheon_core::reference::{Digest, ImageRef};
 use cacheon_core::{KingRule, SubmissionId};
 use cacheon_handoff::documents::BaselineImage;
@@ -48,6 +49,13 @@ fn config(a: &HostRunArgs) -> anyhow::Result<HostConfig> {
     if !(a.king_margin.is_finite() && a.king_margin >= 0.0) {
         bail!("CACHEON_KING_MARGIN must be a non-negative number");
     }
+    let confirm = ConfirmRule {
+        within: a.confirm_within,
+        multiple: a.confirm_multiple,
+    };
+    if !confirm.is_valid() {
+        bail!("CACHEON_CONFIRM_WITHIN and CACHEON_CONFIRM_MULTIPLE must be non-negative numbers");
+    }
     ImageRef::parse(&a.baseline_image).context("CACHEON_BASELINE_IMAGE")?;
     Digest::parse(&a.baseline_digest)
         .context("CACHEON_BASELINE_DIGEST must be the baseline image's sha256:… digest")?;
@@ -68,6 +76,7 @@ fn config(a: &HostRunArgs) -> anyhow::Result<HostConfig> {
         king_rule: KingRule {
             base_margin: a.king_margin,
             decay_blocks: a.king_margin_decay_blocks,
+            confirm: (a.confirm_within > 0.0).then_some(confirm),
         },
         baseline: BaselineImage {
             image: a.baseline_image.clone(),

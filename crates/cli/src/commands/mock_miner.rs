@@ -27,10 +27,14 @@ pub async fn run(a: &MockMinerArgs) -> anyhow::Result<()> {
         cacheon_mockminer::proxy::serve(listener, upstream, a.cheat, shutdown::signal()).await?;
         return Ok(());
     }
+    if !(a.speed_jitter.is_finite() && (0.0..=2.0).contains(&a.speed_jitter)) {
+        anyhow::bail!("--speed-jitter must be a coefficient of variation in [0, 2]");
+    }
     let cfg = MockConfig {
         model_name: a.model.clone(),
         ttft: Duration::from_millis(a.ttft_ms),
         itl: Duration::from_millis(a.itl_ms),
+        speed_jitter: a.speed_jitter,
         tokens_per_chunk: usize::from(a.tokens_per_chunk),
         max_concurrency: a.max_concurrency as usize,
         fault: a.fault,

@@ -91,6 +91,7 @@ pub async fn populated(dir: &Path) -> Store {
             uid: 1,
             passed: true,
             score: 0.3,
+            lead_noise: None,
         },
         cause: CrownCause::Vacant,
         dethroned: None,

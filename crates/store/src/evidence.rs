@@ -1,0 +1,66 @@
+//! What each score was measured with (issue 16): the contestants' noise figures, the
+//! challengers' leads over the king, and the round's confirmation pass. Recorded in the
+//! same transaction that applies the round, and only while it is open, so a replay changes
+//! nothing. Split from `write` for size; these are `WriteTx` operations like the others.
+
+use cacheon_core::confirm::ConfirmationRecord;
+use cacheon_core::noise::{Lead, ScoreNoise};
+use cacheon_core::SubmissionId;
+
+use crate::write::WriteTx;
+use crate::{Result, StoreError};
+
+/// One contestant's noise figures in a round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContestantEvidence {
+    pub submission: SubmissionId,
+    pub noise: Option<ScoreNoise>,
+    pub lead: Option<Lead>,
+    /// Its score in the round's confirmation pass, when it was measured again and scored.
+    pub confirm_score: Option<f64>,
+}
+
+impl WriteTx {
+    /// Records the evidence of a round that is still open (call before `apply_round`).
+    pub async fn record_evidence(
+        &mut self,
+        round_id: i64,
+        contestants: &[ContestantEvidence],
+        confirmation: Option<&ConfirmationRecord>,
+    ) -> Result<()> {
+        let open: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM rounds WHERE id = ? AND state = 'open'")
+                .bind(round_id)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        if open.is_none() {
+            return Ok(());
+        }
+        for c in contestants {
+            sqlx::query(
+                "UPDATE round_contestants SET noise = ?, lead = ?, confirm_score = ? \
+                 WHERE round_id = ? AND submission_id = ?",
+            )
+            .bind(c.noise.as_ref().map(json).transpose()?)
+            .bind(c.lead.as_ref().map(json).transpose()?)
+            .bind(c.confirm_score)
+            .bind(round_id)
+            .bind(c.submission.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        if let Some(record) = confirmation {
+            sqlx::query("UPDATE rounds SET confirmation = ?, confirmation_record = ? WHERE id = ?")
+                .bind(record.outcome.code())
+                .bind(json(record)?)
+                .bind(round_id)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("evidence: {e}")))
+}
