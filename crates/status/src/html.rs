@@ -7,13 +7,16 @@
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use cacheon_store::{KingEvent, RoundRow, SubmissionFilter, SubmissionRow};
+use cacheon_core::confirm::{Comparison, ConfirmationRecord};
+use cacheon_core::noise::Interval;
+use cacheon_store::{KingEvent, RoundRow, RoundState, SubmissionFilter, SubmissionRow};
 
 use crate::api::{load_king, now_unix, KingView};
 use crate::error::ApiError;
 use crate::{HostSnapshot, Mode, StatusState};
 
 const RECENT_SUBMISSIONS: u32 = 50;
+const RECENT_ROUNDS: u32 = 5;
 const RECENT_KING_EVENTS: u32 = 20;
 const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; \
                    form-action 'none'; frame-ancestors 'none'";
@@ -87,6 +90,9 @@ pub(crate) async fn index(State(s): State<StatusState>) -> Result<Response, ApiE
         })
         .await?;
     let history = s.store.king_history(RECENT_KING_EVENTS).await?;
+    let mut closed = s.store.recent_rounds(RECENT_ROUNDS + 8).await?;
+    closed.retain(|r| r.state != RoundState::Open);
+    closed.truncate(RECENT_ROUNDS as usize);
 
     let mut h = String::with_capacity(16 * 1024);
     h.push_str("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">");
@@ -111,6 +117,7 @@ pub(crate) async fn index(State(s): State<StatusState>) -> Result<Response, ApiE
     }
     h.push_str("</tr></table>");
     rounds_section(&mut h, &open, &snap);
+    closed_section(&mut h, &closed);
     submissions_section(&mut h, &recent);
     history_section(&mut h, &history);
     h.push_str(
@@ -241,6 +248,82 @@ fn rounds_section(h: &mut String, open: &[RoundRow], snap: &HostSnapshot) {
             }
             None => h.push_str("<p>No progress reported yet.</p>"),
         }
+    }
+}
+
+/// A score's 90 % interval, `[low, high]`.
+fn interval(i: Option<Interval>) -> String {
+    i.map_or_else(
+        || "-".to_owned(),
+        |i| format!("[{:.4}, {:.4}]", i.low, i.high),
+    )
+}
+
+/// One pass's lead over the king, `lead ± noise`.
+fn lead(c: &Comparison) -> String {
+    match c.noise {
+        Some(n) => format!("{:+.4} ± {n:.4}", c.lead()),
+        None => format!("{:+.4} (noise unknown)", c.lead()),
+    }
+}
+
+fn confirmation(r: &ConfirmationRecord) -> String {
+    let second = r
+        .second
+        .as_ref()
+        .map_or_else(|| "not scored".to_owned(), lead);
+    format!(
+        "Confirmation pass: <b>{}</b> for {} against {} (lead {}, then {})",
+        r.outcome.code(),
+        escape_html(&r.challenger.to_string()),
+        escape_html(&r.king.to_string()),
+        escape_html(&lead(&r.first)),
+        escape_html(&second),
+    )
+}
+
+/// The last closed rounds: every contestant's score with its 90 % interval, a challenger's
+/// lead over the king, and the confirmation pass when there was one.
+fn closed_section(h: &mut String, rounds: &[RoundRow]) {
+    h.push_str("<h2>Recent rounds</h2>");
+    if rounds.is_empty() {
+        h.push_str("<p>None closed yet.</p>");
+    }
+    for r in rounds {
+        let state = match r.state {
+            RoundState::Void => format!("void ({})", opt(r.void_reason.as_deref())),
+            other => other.code().to_owned(),
+        };
+        h.push_str(&format!(
+            "<h3><a href=\"/rounds/{0}\">Round {0}</a> <small>{1}, closed {2}</small></h3>",
+            r.id,
+            escape_html(&state),
+            r.closed_at.map_or_else(|| "-".to_owned(), utc)
+        ));
+        if let Some(c) = &r.confirmation {
+            h.push_str(&format!("<p>{}</p>", confirmation(c)));
+        }
+        h.push_str("<table><tr><th>role</th><th>submission</th><th>outcome</th><th>score</th><th>90% interval</th><th>lead over king</th><th>confirmation score</th></tr>");
+        for c in &r.contestants {
+            h.push_str("<tr>");
+            h.push_str(&td(c.role.code()));
+            h.push_str(&td(&c.submission_id));
+            let outcome = match (&c.outcome, &c.reason) {
+                (Some(o), Some(reason)) => format!("{o}: {reason}"),
+                (o, _) => opt(o.as_deref()),
+            };
+            h.push_str(&td(&outcome));
+            h.push_str(&td(&score(c.score)));
+            h.push_str(&td(&interval(c.noise.map(|n| n.score))));
+            let lead = c.lead.map_or_else(
+                || "-".to_owned(),
+                |l| format!("{:+.4} ± {:.4}", l.lead, l.interval.half_width()),
+            );
+            h.push_str(&td(&lead));
+            h.push_str(&td(&score(c.confirm_score)));
+            h.push_str("</tr>");
+        }
+        h.push_str("</table>");
     }
 }
 

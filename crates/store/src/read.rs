@@ -57,6 +57,16 @@ pub enum RoundState {
     Void,
 }
 
+impl RoundState {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Completed => "completed",
+            Self::Void => "void",
+        }
+    }
+}
+
 impl std::str::FromStr for RoundState {
     type Err = ();
     fn from_str(s: &str) -> std::result::Result<Self, ()> {

@@ -471,3 +471,90 @@ async fn voids_caused_by_one_neighbour_never_fail_the_honest_ones() {
     stop(&mut pod).await;
     stop(&mut host).await;
 }
+
+/// A challenger whose lead is within noise (here: any lead, `CACHEON_CONFIRM_WITHIN` set
+/// very high, against a miner whose every request's timing is spread by 30 %) is measured
+/// again with the king before the crown changes: the pass shows in the round's progress,
+/// its results and the status page, and the crown goes to it only once both passes agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_within_noise_is_confirmed_by_a_second_pass() {
+    let _turn = TURN.lock().await;
+    let w = World::new("confirm").await;
+    let mut host = w.host_env(true, &[("CACHEON_CONFIRM_WITHIN", "1000")]);
+    host.wait_for(&["status API listening"], Duration::from_secs(60))
+        .await;
+    let mut pod = w.pod("pod-c");
+    let fast = id(FAST.0, 990);
+    until("the fast miner crowned", ROUND, || async {
+        king(&w).await.filter(|k| *k == fast)
+    })
+    .await;
+    // Round 1 had no king: nothing to confirm.
+    let first = w.get("/rounds/1").await;
+    assert!(first["confirmation"].is_null(), "{first}");
+
+    w.node.set_block(1010);
+    w.commit_hostile(SLIGHTLY_FASTER.0, "jittery", 1005);
+    let jittery = id(SLIGHTLY_FASTER.0, 1005);
+    // Live: the round's progress and the status page say it is confirming.
+    let page = until("the confirmation pass in progress", ROUND, || async {
+        let r = w.try_get("/rounds/2").await?;
+        if r["progress"]["phase"] != "confirming" {
+            return None;
+        }
+        reqwest::get(&w.status).await.ok()?.text().await.ok()
+    })
+    .await;
+    assert!(page.contains("Phase: <b>confirming</b>"), "{page}");
+
+    until("the jittery miner crowned", ROUND, || async {
+        king(&w).await.filter(|k| *k == jittery)
+    })
+    .await;
+    let round = w.get("/rounds/2").await;
+    println!("round 2: {round:#}");
+    let c = &round["confirmation"];
+    assert_eq!(c["outcome"], "confirmed", "{round}");
+    assert_eq!(c["challenger"], jittery.as_str());
+    assert_eq!(c["king"], fast.as_str());
+    for pass in ["first", "second"] {
+        let lead = c[pass]["challenger"].as_f64().unwrap() - c[pass]["king"].as_f64().unwrap();
+        let noise = c[pass]["noise"].as_f64().unwrap();
+        assert!(lead > 1.25 * noise, "{pass}: lead {lead}, noise {noise}");
+    }
+    let contestants = round["contestants"].as_array().unwrap();
+    let row = |who: &str| {
+        contestants
+            .iter()
+            .find(|r| r["submission_id"] == who)
+            .unwrap()
+            .clone()
+    };
+    let (k, x) = (row(&fast), row(&jittery));
+    for r in [&k, &x] {
+        let (low, high) = (
+            r["noise"]["score"]["low"].as_f64().unwrap(),
+            r["noise"]["score"]["high"].as_f64().unwrap(),
+        );
+        let score = r["score"].as_f64().unwrap();
+        assert!(low <= score && score <= high, "{r}");
+        assert!(r["confirm_score"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert!(x["lead"]["interval"]["low"].as_f64().unwrap() > 0.0, "{x}");
+    assert!(k["lead"].is_null(), "the king has no lead over itself: {k}");
+    // One confirmation pass, in the pod's log and in S3.
+    let confirming = pod
+        .lines()
+        .iter()
+        .filter(|l| l.contains("\"step\":\"confirming\""))
+        .count();
+    assert_eq!(confirming, 1);
+    let page = reqwest::get(&w.status).await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains("Confirmation pass: <b>confirmed</b>"),
+        "{page}"
+    );
+    stop(&mut pod).await;
+    stop(&mut host).await;
+    assert!(cacheon_containers().is_empty(), "containers left behind");
+}
