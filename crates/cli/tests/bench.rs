@@ -19,6 +19,15 @@ const WORKLOAD: &str = r#"{
 }"#;
 
 fn bench(baseline: &Mock, miner: &Mock, dir: &std::path::Path) -> (String, serde_json::Value) {
+    bench_with(baseline, miner, dir, &[])
+}
+
+fn bench_with(
+    baseline: &Mock,
+    miner: &Mock,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (String, serde_json::Value) {
     let workload = dir.join("workload.json");
     std::fs::write(&workload, WORKLOAD).unwrap();
     let (json, plot) = (dir.join("report.json"), dir.join("plot.svg"));
@@ -47,6 +56,7 @@ fn bench(baseline: &Mock, miner: &Mock, dir: &std::path::Path) -> (String, serde
         .arg(&json)
         .arg("--plot")
         .arg(&plot)
+        .args(extra)
         .output()
         .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -191,4 +201,39 @@ fn bad_flags_and_files_are_clear_errors() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a usable server URL"));
+}
+
+#[test]
+fn repeated_runs_print_every_improvement_with_the_interval_of_their_mean() {
+    let baseline = Mock::start(&["--ttft-ms", "40", "--itl-ms", "6"]);
+    let miner = Mock::start(&["--ttft-ms", "20", "--itl-ms", "3", "--speed-jitter", "0.2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (table, report) = bench_with(&baseline, &miner, dir.path(), &["--repeat", "3"]);
+    println!("{table}");
+    assert!(table.contains("3 runs"), "{table}");
+    let repeats = report["repeats"].as_array().unwrap();
+    assert_eq!(repeats.len(), 3);
+    let scores: Vec<f64> = repeats
+        .iter()
+        .map(|r| r["score"].as_f64().unwrap())
+        .collect();
+    // The report's own run is the last repeat.
+    assert_eq!(report["score"].as_f64().unwrap(), scores[2]);
+    let across = &report["across_runs"];
+    assert_eq!(across["runs"], 3);
+    let mean = scores.iter().sum::<f64>() / 3.0;
+    let (low, high) = (
+        across["score"]["low"].as_f64().unwrap(),
+        across["score"]["high"].as_f64().unwrap(),
+    );
+    assert!((((low + high) / 2.0) - mean).abs() < 1e-9, "{across}");
+    assert!(low < mean && mean < high, "{across}");
+    for name in [
+        "mean TTFT improvement",
+        "mean throughput improv.",
+        "mean score",
+    ] {
+        let line = table.lines().find(|l| l.starts_with(name)).unwrap();
+        assert!(line.contains('['), "{line}");
+    }
 }

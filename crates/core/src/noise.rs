@@ -232,6 +232,33 @@ fn drawn_speeds(
     (b, m)
 }
 
+/// The 90 % confidence interval of the mean of `values` (independent runs), Student's t:
+/// `mean ± t(0.95, n−1) × sd / √n`. `None` for fewer than two finite values.
+pub fn mean_interval(values: &[f64]) -> Option<Interval> {
+    let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    let n = v.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = v.iter().sum::<f64>() / n as f64;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    // The 95th percentile of Student's t by degrees of freedom (1..=10), then the normal's
+    // 1.645 approached from above.
+    const T95: [f64; 10] = [
+        6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812,
+    ];
+    let t = match T95.get(n - 2) {
+        Some(t) => *t,
+        None if n <= 31 => 1.697,
+        None => 1.645,
+    };
+    let half = t * (var / n as f64).sqrt();
+    Some(Interval {
+        low: mean - half,
+        high: mean + half,
+    })
+}
+
 /// `n` indices below `n`, with replacement.
 fn draw(n: usize, rng: &mut ChaCha20Rng) -> Vec<usize> {
     let m = n as u64;
@@ -404,5 +431,17 @@ mod tests {
         // A king at 0 still has a lead interval (a ratio would not).
         let slow_king = run(0.3, 0.1, 250, 20.0, 16);
         assert!(lead_noise(&base, &slow_king, &challenger, [5; 32], 200, 0.9).is_some());
+    }
+
+    #[test]
+    fn the_mean_of_runs_has_a_student_interval() {
+        // 1, 2, 3: mean 2, sd 1, t(0.95, 2) = 2.920: 2 ± 2.920 / √3.
+        let i = mean_interval(&[1.0, 2.0, 3.0]).unwrap();
+        let half = 2.920 / 3f64.sqrt();
+        assert!((i.low - (2.0 - half)).abs() < 1e-12, "{i:?}");
+        assert!((i.high - (2.0 + half)).abs() < 1e-12, "{i:?}");
+        assert_eq!(mean_interval(&[5.0, 5.0]).unwrap().half_width(), 0.0);
+        assert!(mean_interval(&[1.0]).is_none());
+        assert!(mean_interval(&[1.0, f64::NAN]).is_none());
     }
 }

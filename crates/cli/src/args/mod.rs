@@ -367,6 +367,10 @@ pub struct BenchArgs {
     /// How long to wait for both servers' `/health`, seconds.
     #[arg(long, default_value_t = 60)]
     pub health_timeout_s: u64,
+    /// Measure both servers this many times (miner then baseline each time, same prompts)
+    /// and print every run's improvements with the mean's 90 % confidence interval.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
     /// No progress bar (it is also hidden when stderr is not a terminal).
     #[arg(long)]
     pub quiet: bool,

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cacheon_core::gate::GateThresholds;
+use cacheon_core::noise::{mean_interval, Interval, ScoreNoise};
 use cacheon_core::prompts::{generate, Phase, PromptSet};
 use cacheon_harness::{
     contestant_noise, contestant_score, evaluate, measure_baseline, run as run_workload, Baseline,
@@ -32,8 +33,12 @@ pub struct BenchReport {
     pub baseline: Side<Summary>,
     pub miner: Side<Evaluation>,
     pub score: f64,
-    /// The 90 % bootstrap intervals of the score and its improvements.
-    pub noise: Option<cacheon_core::noise::ScoreNoise>,
+    /// The 90 % bootstrap intervals of the score and its improvements (the last run).
+    pub noise: Option<ScoreNoise>,
+    /// Every run's figures (`--repeat`), the last one being the run reported above.
+    pub repeats: Vec<RepeatFigures>,
+    /// The mean of the runs with its 90 % confidence interval, with two runs or more.
+    pub across_runs: Option<AcrossRuns>,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,70 +73,46 @@ pub async fn run(a: &BenchArgs) -> anyhow::Result<()> {
         prompts.scored_count(),
         cfg.fault_budget,
     );
-    let started = Instant::now();
-    let miner_run = measured("miner", &miner, &prompts, &cfg, &stop, a.quiet).await?;
-    if let Some(early) = &miner_run.stopped_early {
-        let reason = cacheon_pod::verdict::for_faults(early.faults.iter().copied());
-        println!(
-            "miner: stopped early after {:.1} s ({:?}): {} request(s) failed ({} scored) with \
-             {:?}, failed requests took {:.1} s in all; the miner's run took {:.1} s",
-            early.at_ns as f64 / 1e9,
-            early.cause,
-            early.faults.len(),
-            early.failed,
-            early.faults,
-            early.fault_ms as f64 / 1e3,
-            started.elapsed().as_secs_f64()
-        );
-        for r in miner_run.scored().filter(|r| r.fault.is_some()).take(5) {
-            println!(
-                "  request {}: {:?}: {}",
-                r.prompt_index,
-                r.fault,
-                r.detail.as_deref().unwrap_or("")
-            );
-        }
-        println!("verdict: FAIL ({reason})");
-        if let Some(path) = &a.json_out {
-            let json = serde_json::to_vec_pretty(&miner_run)?;
-            std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
-            println!("report (the miner's run): {}", path.display());
-        }
-        anyhow::bail!("the miner was disqualified: {reason}");
-    }
-    let base_run = measured(
-        "baseline",
-        &base,
-        &prompts,
-        &cfg,
-        &StopRule::never(),
-        a.quiet,
-    )
-    .await?;
-
     let vocab = Vocab::load(&a.tokenizer).context("--tokenizer")?;
-    let baseline = Baseline::new(base, &cfg, Arc::new(vocab)).context("--tokenizer")?;
-    let spinner = spinner(
-        a.quiet,
-        "teacher-forcing the miner's outputs through the baseline",
-    );
-    let (base_summary, reference) = measure_baseline(&baseline, &prompts, &base_run)
-        .await
-        .context("the baseline failed; no verdict is possible")?;
-    let evaluation = evaluate(&baseline, &prompts, &reference, &miner_run, &thresholds)
-        .await
-        .context("the baseline failed while checking the miner")?;
-    spinner.finish_and_clear();
-    let score = contestant_score(&evaluation, &base_summary)
-        .context("the baseline's own measurements are unusable")?;
-
-    let noise = contestant_noise(&evaluation, &base_summary, &prompts);
+    let baseline = Baseline::new(base.clone(), &cfg, Arc::new(vocab)).context("--tokenizer")?;
+    let sides = Sides {
+        miner: &miner,
+        base: &base,
+        baseline: &baseline,
+    };
+    let repeat = a.repeat.max(1);
+    let mut repeats = Vec::with_capacity(repeat as usize);
+    let mut last = None;
+    for i in 1..=repeat {
+        if repeat > 1 {
+            eprintln!("run {i} of {repeat}");
+        }
+        let one = match one_run(a, &sides, &prompts, &cfg, &thresholds, &stop).await? {
+            Ok(one) => one,
+            Err(failed) => return fail_early(a, &failed),
+        };
+        repeats.push(repeat_figures(&one));
+        last = Some(one);
+    }
+    let Some(one) = last else {
+        anyhow::bail!("no run");
+    };
     print!(
         "{}",
-        table::render(&prompts, &base_summary, &evaluation, score, noise.as_ref())
+        table::render(
+            &prompts,
+            &one.base_summary,
+            &one.evaluation,
+            one.score,
+            one.noise.as_ref()
+        )
     );
+    let across = (repeat > 1).then(|| across_runs(&repeats));
+    if let Some(across) = &across {
+        print!("{}", table::render_repeats(&repeats, across));
+    }
     if let Some(path) = &a.plot {
-        plot::write(path, &base_summary, &evaluation.summary)
+        plot::write(path, &one.base_summary, &one.evaluation.summary)
             .with_context(|| format!("writing plot {}", path.display()))?;
         println!("plot: {}", path.display());
     }
@@ -143,22 +124,157 @@ pub async fn run(a: &BenchArgs) -> anyhow::Result<()> {
             thresholds,
             baseline: Side {
                 url: a.baseline.clone(),
-                result: base_summary,
-                run: base_run,
+                result: one.base_summary,
+                run: one.base_run,
             },
             miner: Side {
                 url: a.miner.clone(),
-                result: evaluation,
-                run: miner_run,
+                result: one.evaluation,
+                run: one.miner_run,
             },
-            score,
-            noise,
+            score: one.score,
+            noise: one.noise,
+            repeats,
+            across_runs: across,
         };
         let json = serde_json::to_vec_pretty(&report)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
         println!("report: {}", path.display());
     }
     Ok(())
+}
+
+/// The two servers and the baseline's oracle over the same connection pool.
+struct Sides<'a> {
+    miner: &'a Target,
+    base: &'a Target,
+    baseline: &'a Baseline,
+}
+
+/// One measurement of both servers, judged and scored.
+struct OneRun {
+    miner_run: WorkloadRun,
+    base_run: WorkloadRun,
+    base_summary: Summary,
+    evaluation: Evaluation,
+    score: f64,
+    noise: Option<ScoreNoise>,
+}
+
+/// The miner's run when it stopped early: its verdict is certain without the baseline.
+type StoppedEarly = WorkloadRun;
+
+async fn one_run(
+    a: &BenchArgs,
+    sides: &Sides<'_>,
+    prompts: &PromptSet,
+    cfg: &HarnessConfig,
+    thresholds: &GateThresholds,
+    stop: &StopRule,
+) -> anyhow::Result<Result<OneRun, StoppedEarly>> {
+    let miner_run = measured("miner", sides.miner, prompts, cfg, stop, a.quiet).await?;
+    if miner_run.stopped_early.is_some() {
+        return Ok(Err(miner_run));
+    }
+    let never = StopRule::never();
+    let base_run = measured("baseline", sides.base, prompts, cfg, &never, a.quiet).await?;
+    let spinner = spinner(
+        a.quiet,
+        "teacher-forcing the miner's outputs through the baseline",
+    );
+    let (base_summary, reference) = measure_baseline(sides.baseline, prompts, &base_run)
+        .await
+        .context("the baseline failed; no verdict is possible")?;
+    let evaluation = evaluate(sides.baseline, prompts, &reference, &miner_run, thresholds)
+        .await
+        .context("the baseline failed while checking the miner")?;
+    spinner.finish_and_clear();
+    let score = contestant_score(&evaluation, &base_summary)
+        .context("the baseline's own measurements are unusable")?;
+    let noise = contestant_noise(&evaluation, &base_summary, prompts);
+    Ok(Ok(OneRun {
+        miner_run,
+        base_run,
+        base_summary,
+        evaluation,
+        score,
+        noise,
+    }))
+}
+
+/// Prints why the miner stopped early and fails the command.
+fn fail_early(a: &BenchArgs, miner_run: &WorkloadRun) -> anyhow::Result<()> {
+    let Some(early) = &miner_run.stopped_early else {
+        anyhow::bail!("the miner's run did not stop early");
+    };
+    let reason = cacheon_pod::verdict::for_faults(early.faults.iter().copied());
+    println!(
+        "miner: stopped early after {:.1} s ({:?}): {} request(s) failed ({} scored) with \
+         {:?}, failed requests took {:.1} s in all",
+        early.at_ns as f64 / 1e9,
+        early.cause,
+        early.faults.len(),
+        early.failed,
+        early.faults,
+        early.fault_ms as f64 / 1e3,
+    );
+    for r in miner_run.scored().filter(|r| r.fault.is_some()).take(5) {
+        println!(
+            "  request {}: {:?}: {}",
+            r.prompt_index,
+            r.fault,
+            r.detail.as_deref().unwrap_or("")
+        );
+    }
+    println!("verdict: FAIL ({reason})");
+    if let Some(path) = &a.json_out {
+        let json = serde_json::to_vec_pretty(miner_run)?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        println!("report (the miner's run): {}", path.display());
+    }
+    anyhow::bail!("the miner was disqualified: {reason}");
+}
+
+/// One repeat's figures, for `--repeat`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RepeatFigures {
+    pub ttft_improvement: f64,
+    pub tps_improvement: f64,
+    pub score: f64,
+    pub passed: bool,
+    /// This run's own 90 % bootstrap interval of the score.
+    pub score_interval: Option<Interval>,
+}
+
+fn repeat_figures(one: &OneRun) -> RepeatFigures {
+    let (b, m) = (&one.base_summary, &one.evaluation.summary);
+    RepeatFigures {
+        ttft_improvement: (b.ttft_s - m.ttft_s) / b.ttft_s,
+        tps_improvement: (m.tps - b.tps) / b.tps,
+        score: one.score,
+        passed: one.evaluation.verdict.passed,
+        score_interval: one.noise.map(|n| n.score),
+    }
+}
+
+/// The mean over the repeats and its 90 % confidence interval (Student's t), per figure.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct AcrossRuns {
+    pub runs: usize,
+    pub ttft_improvement: Option<Interval>,
+    pub tps_improvement: Option<Interval>,
+    pub score: Option<Interval>,
+}
+
+fn across_runs(repeats: &[RepeatFigures]) -> AcrossRuns {
+    let of =
+        |f: fn(&RepeatFigures) -> f64| mean_interval(&repeats.iter().map(f).collect::<Vec<_>>());
+    AcrossRuns {
+        runs: repeats.len(),
+        ttft_improvement: of(|r| r.ttft_improvement),
+        tps_improvement: of(|r| r.tps_improvement),
+        score: of(|r| r.score),
+    }
 }
 
 /// Runs the workload against one server with a progress bar.

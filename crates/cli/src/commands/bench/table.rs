@@ -5,9 +5,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use cacheon_core::noise::ScoreNoise;
+use cacheon_core::noise::{Interval, ScoreNoise};
 use cacheon_core::prompts::{Phase, PromptSet};
 use cacheon_harness::{Distribution, Evaluation, Summary};
+
+use super::{AcrossRuns, RepeatFigures};
 
 /// Failing requests listed in full; the rest are counted.
 const LISTED_FAILURES: usize = 8;
@@ -177,5 +179,68 @@ pub fn render(
             n.score.half_width()
         );
     }
+    s
+}
+
+/// `--repeat`: every run's improvements and score, then their means with the 90 %
+/// confidence interval across runs next to each.
+pub fn render_repeats(repeats: &[RepeatFigures], across: &AcrossRuns) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n{} runs (miner then baseline each, same prompts)\n{:<8}{:>16}{:>16}{:>12}{:>26}",
+        across.runs, "run", "TTFT improv.", "tput improv.", "score", "score 90% (bootstrap)"
+    );
+    for (i, r) in repeats.iter().enumerate() {
+        let boot = r.score_interval.map_or_else(
+            || "-".to_owned(),
+            |i| format!("[{:.6}, {:.6}]", i.low, i.high),
+        );
+        let _ = writeln!(
+            s,
+            "{:<8}{:>15.2}%{:>15.2}%{:>12.6}{:>26}{}",
+            i + 1,
+            r.ttft_improvement * 100.0,
+            r.tps_improvement * 100.0,
+            r.score,
+            boot,
+            if r.passed { "" } else { "  (gate FAIL)" }
+        );
+    }
+    let pct = |i: Option<Interval>| {
+        i.map_or_else(
+            || "-".to_owned(),
+            |i| {
+                format!(
+                    "{:+.2}% [{:+.2}%, {:+.2}%]",
+                    (i.low + i.high) * 50.0,
+                    i.low * 100.0,
+                    i.high * 100.0
+                )
+            },
+        )
+    };
+    let _ = writeln!(
+        s,
+        "{:<26}{}\n{:<26}{}",
+        "mean TTFT improvement",
+        pct(across.ttft_improvement),
+        "mean throughput improv.",
+        pct(across.tps_improvement)
+    );
+    let _ = writeln!(
+        s,
+        "{:<26}{}",
+        "mean score",
+        across.score.map_or_else(
+            || "-".to_owned(),
+            |i| format!(
+                "{:.6} [{:.6}, {:.6}] (90% confidence interval of the mean, Student's t)",
+                (i.low + i.high) / 2.0,
+                i.low,
+                i.high
+            )
+        )
+    );
     s
 }
