@@ -12,6 +12,7 @@ use bollard::query_parameters::{
     RemoveImageOptionsBuilder,
 };
 use bollard::Docker;
+use cacheon_core::content::ImageContent;
 use cacheon_core::reference::{Digest, ImageRef};
 use futures_util::StreamExt;
 
@@ -270,6 +271,22 @@ impl Engine {
             });
         }
         Ok(())
+    }
+
+    /// What a pulled image is (`cacheon_core::content`), from the engine's own inspection:
+    /// the layer digests it computed while unpacking, and the configuration it will run.
+    pub async fn content(&self, pinned: &str) -> Result<ImageContent, ContainerError> {
+        let inspect = self.docker.inspect_image(pinned).await.map_err(engine)?;
+        let config = inspect.config.unwrap_or_default();
+        let mut argv = config.entrypoint.unwrap_or_default();
+        argv.extend(config.cmd.unwrap_or_default());
+        Ok(ImageContent {
+            diff_ids: inspect.root_fs.and_then(|r| r.layers).unwrap_or_default(),
+            argv,
+            env: config.env.unwrap_or_default(),
+            working_dir: config.working_dir.unwrap_or_default(),
+            user: config.user.unwrap_or_default(),
+        })
     }
 
     /// Creates the internal (no egress, no IPv6) network if it is missing, on the Linux

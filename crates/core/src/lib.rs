@@ -39,6 +39,7 @@ macro_rules! coded_enum {
 pub mod calibration;
 pub mod commitment;
 pub mod confirm;
+pub mod content;
 pub mod gate;
 pub mod king;
 pub mod noise;

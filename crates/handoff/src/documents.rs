@@ -142,6 +142,10 @@ pub struct ContestantResult {
     pub measurement: Measurement,
     pub timings: StepTimings,
     pub finished_at: i64,
+    /// What the pulled image is (`cacheon_core::content::ImageContent::id`), when it was
+    /// pulled: the host rejects a later submission of another hotkey with the same content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -245,6 +249,9 @@ pub struct Verdict {
     /// were scored: the noise a crown is decided against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lead: Option<Lead>,
+    /// The image's content id, from its result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -110,6 +110,7 @@ fn evidence(verdicts: &[Verdict], pass: Option<&ConfirmationPass>) -> Vec<Contes
                 submission: v.submission_id.parse().ok()?,
                 noise: v.noise,
                 lead: v.lead,
+                content: v.content.clone(),
                 confirm_score,
             })
         })
@@ -183,6 +184,33 @@ async fn apply(
     pass: Option<&ConfirmationPass>,
     head: BlockRef,
 ) -> Result<(), HostError> {
+    let role_of = |id: &SubmissionId| {
+        round
+            .contestants
+            .iter()
+            .find(|c| c.submission_id == id.to_string())
+            .map(|c| c.role)
+    };
+    let mut tx = host.store.write().await?;
+    // Copies by content: every image recorded first, so an original in this very round
+    // counts; a challenger whose image is an earlier submission's of another hotkey is
+    // rejected whatever it scored.
+    for e in evidence {
+        if let Some(content) = &e.content {
+            tx.record_content(&e.submission, content).await?;
+        }
+    }
+    let mut verdicts = verdicts.to_vec();
+    for v in &mut verdicts {
+        if role_of(&v.submission) != Some(Role::Challenger) {
+            continue;
+        }
+        if let Some(original) = tx.content_original(&v.submission).await? {
+            tracing::warn!(submission = %v.submission, %original, "a copy of an earlier submission's image");
+            v.outcome = VerdictOutcome::DuplicateOf(original);
+        }
+    }
+    let verdicts = verdicts.as_slice();
     let mut contenders = Vec::with_capacity(verdicts.len());
     for v in verdicts {
         let id = v.submission.to_string();
@@ -193,7 +221,7 @@ async fn apply(
             .ok_or_else(|| HostError::Config(format!("contestant {id} vanished")))?;
         let (passed, score) = match v.outcome {
             VerdictOutcome::Scored { score } => (true, score),
-            VerdictOutcome::Disqualified(_) => (false, 0.0),
+            VerdictOutcome::Disqualified(_) | VerdictOutcome::DuplicateOf(_) => (false, 0.0),
         };
         contenders.push(Contender {
             submission: v.submission.clone(),
@@ -208,14 +236,6 @@ async fn apply(
                 .map(|l| l.interval.half_width()),
         });
     }
-    let role_of = |id: &SubmissionId| {
-        round
-            .contestants
-            .iter()
-            .find(|c| c.submission_id == id.to_string())
-            .map(|c| c.role)
-    };
-    let mut tx = host.store.write().await?;
     // The king as this transaction sees it: a decision can never be taken on a stale view.
     let king = tx.king().await?.and_then(|k| {
         let submission: SubmissionId = k.submission_id.parse().ok()?;

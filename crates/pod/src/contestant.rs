@@ -39,6 +39,7 @@ pub async fn measure(
         pull_ms: pulled.wait_ms,
         ..StepTimings::default()
     };
+    let mut content = None;
     let measurement = match pulled.pinned {
         // The pod checked for room for a whole image before the pull.
         Err(ContainerError::DiskFull(detail)) => Measurement::Failed {
@@ -47,6 +48,8 @@ pub async fn measure(
         },
         Err(e) => miner_or_infra(e)?,
         Ok(pinned) => {
+            let what = ctx.engine.content(&pinned).await;
+            content = Some(what.map_err(Interrupt::infra)?.id());
             wait_released(&ctx.cfg.sandbox.gpus, &ctx.cfg.gpu_probe)
                 .await
                 .map_err(Interrupt::infra)?;
@@ -71,7 +74,8 @@ pub async fn measure(
                     ctx.engine.remove_image(&pinned).await;
                     timings.startup_ms = ms(t);
                     timings.total_ms = ms(started_at);
-                    return Ok(result(ctx, job, c, miner_or_infra(e)?, timings));
+                    let failed = miner_or_infra(e)?;
+                    return Ok(result(ctx, job, c, failed, timings, content));
                 }
             };
             let stop = StopRule::for_contestant(
@@ -107,7 +111,7 @@ pub async fn measure(
         }
     };
     timings.total_ms = ms(started_at);
-    Ok(result(ctx, job, c, measurement, timings))
+    Ok(result(ctx, job, c, measurement, timings, content))
 }
 
 fn result(
@@ -116,6 +120,7 @@ fn result(
     c: &JobContestant,
     measurement: Measurement,
     timings: StepTimings,
+    content: Option<String>,
 ) -> ContestantResult {
     ContestantResult {
         round_id: job.round_id,
@@ -126,6 +131,7 @@ fn result(
         measurement,
         timings,
         finished_at: crate::now_unix(),
+        content,
     }
 }
 

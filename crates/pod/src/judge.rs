@@ -261,6 +261,7 @@ async fn judge_one(
                 gate: None,
                 noise: None,
                 lead: None,
+                content: r.content.clone(),
             };
             return Ok((v, None));
         }
@@ -294,6 +295,7 @@ async fn judge_one(
         gate: Some(evaluation.verdict),
         noise,
         lead: None,
+        content: r.content.clone(),
     };
     Ok((v, summary))
 }

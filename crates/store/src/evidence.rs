@@ -16,6 +16,8 @@ pub struct ContestantEvidence {
     pub submission: SubmissionId,
     pub noise: Option<ScoreNoise>,
     pub lead: Option<Lead>,
+    /// What its image is (`cacheon_core::content`), when it was pulled.
+    pub content: Option<String>,
     /// Its score in the round's confirmation pass, when it was measured again and scored.
     pub confirm_score: Option<f64>,
 }
@@ -58,6 +60,42 @@ impl WriteTx {
                 .await?;
         }
         Ok(())
+    }
+}
+
+impl WriteTx {
+    /// Records what a measured submission's image is. Record every contestant of a round
+    /// before asking `content_original` of any, so that a copy measured in the same round
+    /// as its original is found too.
+    pub async fn record_content(&mut self, id: &SubmissionId, content: &str) -> Result<()> {
+        sqlx::query("UPDATE submissions SET content_id = ? WHERE id = ?")
+            .bind(content)
+            .bind(id.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// The submission `id` copies, if any: the earliest (commit block, then id) submission
+    /// of another hotkey whose image has the same content.
+    pub async fn content_original(&mut self, id: &SubmissionId) -> Result<Option<SubmissionId>> {
+        let original: Option<String> = sqlx::query_scalar(
+            "SELECT o.id FROM submissions s JOIN submissions o \
+               ON o.content_id = s.content_id AND o.hotkey != s.hotkey \
+             WHERE s.id = ?1 AND s.content_id IS NOT NULL \
+               AND (o.commit_block < s.commit_block \
+                    OR (o.commit_block = s.commit_block AND o.id < s.id)) \
+             ORDER BY o.commit_block, o.id LIMIT 1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        original
+            .map(|o| {
+                o.parse()
+                    .map_err(|_| StoreError::Corrupt(format!("submission id `{o}`")))
+            })
+            .transpose()
     }
 }
 

@@ -53,6 +53,9 @@ pub enum VerdictOutcome {
     Scored { score: f64 },
     /// The contestant's own fault, gate failures included.
     Disqualified(DisqualifyReason),
+    /// Its image is the same content as an earlier submission of another hotkey
+    /// (`cacheon_core::content`): rejected `duplicate_of:<id>`, as a copied digest is.
+    DuplicateOf(SubmissionId),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -344,7 +347,12 @@ impl WriteTx {
             };
             let (outcome, score, reason) = match &verdict.outcome {
                 VerdictOutcome::Scored { score } => ("scored", Some(*score), None),
-                VerdictOutcome::Disqualified(r) => ("disqualified", None, Some(r.code())),
+                VerdictOutcome::Disqualified(r) => ("disqualified", None, Some(r.to_string())),
+                VerdictOutcome::DuplicateOf(original) => (
+                    "rejected",
+                    None,
+                    Some(RejectReason::DuplicateOf(original.clone()).to_string()),
+                ),
             };
             sqlx::query(
                 "UPDATE round_contestants SET outcome = ?, score = ?, reason = ? \
@@ -352,7 +360,7 @@ impl WriteTx {
             )
             .bind(outcome)
             .bind(score)
-            .bind(reason)
+            .bind(reason.clone())
             .bind(round_id)
             .bind(&c.submission_id)
             .execute(&mut *self.tx)

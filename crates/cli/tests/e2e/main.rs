@@ -476,8 +476,9 @@ async fn voids_caused_by_one_neighbour_never_fail_the_honest_ones() {
 /// very high, against a miner whose every request's timing is spread by 30 %) is measured
 /// again with the king before the crown changes: the pass shows in the round's progress,
 /// its results and the status page, and the crown goes to it only once both passes agree.
+/// Then a rebuild of the new king's image by another hotkey is rejected as a copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lead_within_noise_is_confirmed_by_a_second_pass() {
+async fn a_lead_within_noise_is_confirmed_and_a_rebuilt_copy_is_rejected() {
     let _turn = TURN.lock().await;
     let w = World::new("confirm").await;
     let mut host = w.host_env(true, &[("CACHEON_CONFIRM_WITHIN", "1000")]);

@@ -84,6 +84,16 @@ impl Images {
             .expect("image");
         (i.clone(), d.clone())
     }
+
+    /// A named (hostile or special) image: (tag, digest).
+    pub fn named(&self, name: &str) -> (String, String) {
+        let (_, i, d) = self
+            .hostile
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .expect("named image");
+        (i.clone(), d.clone())
+    }
 }
 
 static IMAGES: OnceCell<Images> = OnceCell::const_new();
@@ -113,7 +123,12 @@ fn build_images() -> Images {
             entry.extend(args.split_whitespace().map(String::from));
         }
         let entry = serde_json::to_string(&entry).expect("json");
-        support::push_image(&tar, &entry, &format!("cacheon-e2e/{name}"))
+        let mut changes = vec![format!("ENTRYPOINT {entry}")];
+        // A rebuild: the same layers and command, another label, so another digest.
+        if name.ends_with("-rebuilt") {
+            changes.push("LABEL org.example.rebuilt=yes".to_string());
+        }
+        support::push_image_with(&tar, &changes, &format!("cacheon-e2e/{name}"))
     };
     let miners = [
         ("fast", FAST),
@@ -136,6 +151,7 @@ fn build_images() -> Images {
         ("bad-entrypoint", "BAD-ENTRYPOINT"),
         ("redirecting", redirect.as_str()),
         ("jittery", JITTERY),
+        ("jittery-rebuilt", JITTERY),
     ]
     .iter()
     .map(|(name, args)| {
@@ -242,12 +258,7 @@ impl World {
 
     /// Reveals a commitment of `uid` to the hostile image `name` at `block`.
     pub fn commit_hostile(&self, uid: u16, name: &str, block: u64) {
-        let (_, image, digest) = self
-            .images
-            .hostile
-            .iter()
-            .find(|(n, _, _)| n == name)
-            .expect("hostile image");
+        let (image, digest) = self.images.named(name);
         let json = format!(r#"{{"image":"{image}","digest":"{digest}"}}"#);
         self.node
             .put_revealed(NETUID, &hotkey(uid), &[(json.encode(), block)]);

@@ -101,11 +101,18 @@ pub fn rootfs_tar(dir: &Path, with_cacheon: bool, bins: &[&str]) -> PathBuf {
 /// Imports `tar` as `127.0.0.1:5000/<repo>:<pid>` with `entrypoint` (JSON), pushes it to the
 /// local registry and removes it locally, so every pull is real. Returns (tag, digest).
 pub fn push_image(tar: &Path, entrypoint: &str, repo: &str) -> (String, String) {
+    push_image_with(tar, &[format!("ENTRYPOINT {entrypoint}")], repo)
+}
+
+/// `push_image` with any Dockerfile `changes` (`ENTRYPOINT …`, `LABEL …`).
+pub fn push_image_with(tar: &Path, changes: &[String], repo: &str) -> (String, String) {
     let tag = format!("127.0.0.1:5000/{repo}:{}", std::process::id());
-    sh(Command::new("docker")
-        .args(["import", "-c", &format!("ENTRYPOINT {entrypoint}")])
-        .arg(tar)
-        .arg(&tag));
+    let mut import = Command::new("docker");
+    import.arg("import");
+    for change in changes {
+        import.args(["-c", change]);
+    }
+    sh(import.arg(tar).arg(&tag));
     sh(Command::new("docker").args(["push", "-q", &tag]));
     let digests = sh(Command::new("docker").args([
         "inspect",
