@@ -363,6 +363,7 @@ mod tests {
             gate: None,
             noise: None,
             lead: None,
+            content: None,
         }
     }
 

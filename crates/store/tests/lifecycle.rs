@@ -786,3 +786,102 @@ async fn a_hotkey_that_is_not_an_address_is_refused() {
         .await;
     assert!(matches!(err, Err(StoreError::InvalidHotkey(_))), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_copy_by_content_is_rejected_and_the_evidence_is_kept_once() {
+    use cacheon_core::confirm::{Comparison, Confirmation, ConfirmationRecord};
+    use cacheon_core::noise::{Interval, Lead};
+    use cacheon_store::ContestantEvidence;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    record(&store, obs("A", 1, Some(3), commitment("r/a", 1))).await;
+    record(&store, obs("A", 2, Some(3), commitment("r/a2", 2))).await;
+    record(&store, obs("B", 3, Some(4), commitment("r/b", 3))).await;
+    record(&store, obs("C", 4, Some(5), commitment("r/c", 4))).await;
+    let round = open_round(&store, 8).await.unwrap();
+    let same = "sha256:".to_string() + &"c".repeat(64);
+    let other = "sha256:".to_string() + &"d".repeat(64);
+    let mut tx = store.write().await.unwrap();
+    // A's latest commitment (A:1 was superseded) and B's carry the same content; C differs.
+    for (id, content) in [("A:2", &same), ("B:3", &same), ("C:4", &other)] {
+        tx.record_content(&id.parse().unwrap(), content)
+            .await
+            .unwrap();
+    }
+    let original = |id: &str| id.parse::<SubmissionId>().unwrap();
+    assert_eq!(tx.content_original(&original("A:2")).await.unwrap(), None);
+    assert_eq!(
+        tx.content_original(&original("B:3")).await.unwrap(),
+        Some(original("A:2"))
+    );
+    assert_eq!(tx.content_original(&original("C:4")).await.unwrap(), None);
+    let lead = Lead {
+        lead: 0.02,
+        interval: Interval {
+            low: 0.01,
+            high: 0.03,
+        },
+    };
+    let record = ConfirmationRecord {
+        king: original("A:2"),
+        challenger: original("C:4"),
+        first: Comparison {
+            king: 0.3,
+            challenger: 0.32,
+            noise: Some(0.01),
+        },
+        second: None,
+        outcome: Confirmation::NotConfirmed,
+    };
+    let evidence = [ContestantEvidence {
+        submission: original("C:4"),
+        noise: None,
+        lead: Some(lead),
+        content: Some(other.clone()),
+        confirm_score: Some(0.29),
+    }];
+    tx.record_evidence(round.id, &evidence, Some(&record))
+        .await
+        .unwrap();
+    let verdicts = [
+        scored("A:2", 0.3),
+        ContestantVerdict {
+            submission: original("B:3"),
+            outcome: VerdictOutcome::DuplicateOf(original("A:2")),
+        },
+        scored("C:4", 0.32),
+    ];
+    let out = tx
+        .apply_round(round.id, &verdicts, &crown_vacant("A:2", 3, 0.3), 9)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(out, ApplyOutcome::Applied);
+    assert_eq!(
+        state_of(&store, "B:3").await,
+        (SubmissionState::Rejected, Some("duplicate_of:A:2".into()))
+    );
+    let stored = store.round(round.id).await.unwrap().unwrap();
+    assert_eq!(stored.confirmation, Some(record));
+    let row = |id: &str| {
+        stored
+            .contestants
+            .iter()
+            .find(|c| c.submission_id == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row("B:3").outcome.as_deref(), Some("rejected"));
+    assert_eq!(row("C:4").lead, Some(lead));
+    assert_eq!(row("C:4").confirm_score, Some(0.29));
+    // Once closed, the round's evidence is never rewritten.
+    let mut tx = store.write().await.unwrap();
+    let later = [ContestantEvidence {
+        confirm_score: Some(9.0),
+        ..evidence[0].clone()
+    }];
+    tx.record_evidence(round.id, &later, None).await.unwrap();
+    tx.commit().await.unwrap();
+    let again = store.round(round.id).await.unwrap().unwrap();
+    assert_eq!(again.contestants, stored.contestants);
+}
