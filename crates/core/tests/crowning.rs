@@ -246,13 +246,13 @@ fn a_lead_within_noise_is_crowned_only_when_a_second_pass_confirms_it() {
             noise: Some(noise),
         },
     };
-    // Confirmed: the second pass's lead also clears 1.25 × the larger noise.
+    // Confirmed: the second pass's lead also clears 1.5 × the larger noise.
     let d = decide(
         &rule,
         CROWNED_AT,
         Some(&k),
         &close,
-        Some(&second(0.315, 0.01, "Close")),
+        Some(&second(0.318, 0.01, "Close")),
     );
     assert_eq!(winner(&d), Some(("Close", CrownCause::BeatKing)));
     // The lower pass does not clear: the king stays.
