@@ -179,7 +179,7 @@ mod tests {
         let rule = ConfirmRule::default();
         let first = cmp(0.3, 0.32, 0.01); // lead 0.02 > 1.5 × 0.01
         assert_eq!(
-            rule.confirm(0.0, &first, &cmp(0.3, 0.318, 0.01)),
+            rule.confirm(0.0, &first, &cmp(0.3, 0.319, 0.01)),
             Confirmation::Confirmed
         );
         // The second pass shows no lead: not confirmed.

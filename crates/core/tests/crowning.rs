@@ -252,7 +252,7 @@ fn a_lead_within_noise_is_crowned_only_when_a_second_pass_confirms_it() {
         CROWNED_AT,
         Some(&k),
         &close,
-        Some(&second(0.318, 0.01, "Close")),
+        Some(&second(0.319, 0.01, "Close")),
     );
     assert_eq!(winner(&d), Some(("Close", CrownCause::BeatKing)));
     // The lower pass does not clear: the king stays.

@@ -42,7 +42,11 @@ pub async fn open(host: &mut Host, head: BlockRef) -> Result<(), HostError> {
     }
     let king = host.store.king().await?;
     let contestants = pending.len() as u32 + u32::from(king.is_some());
-    let deadline = cfg.round_deadline_base + cfg.round_deadline_per_contestant * contestants;
+    let mut deadline = cfg.round_deadline_base + cfg.round_deadline_per_contestant * contestants;
+    // Room for a confirmation pass: two more turns and a baseline of their own.
+    if king.is_some() && cfg.king_rule.confirm.is_some() {
+        deadline += cfg.round_deadline_base + cfg.round_deadline_per_contestant * 2;
+    }
     let new = NewRound {
         seed_block: head.number,
         seed_hash: BlockHash(head.hash).to_string(),

@@ -29,6 +29,41 @@ pub(crate) struct KingView {
     pub hotkey: Option<String>,
     pub image: Option<String>,
     pub digest: Option<String>,
+    /// The king's fresh scores over its reign (the round that crowned it and every
+    /// defence, newest 50): how much its score moves from round to round on its own.
+    pub fresh_scores: Option<FreshScores>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct FreshScores {
+    pub rounds: usize,
+    pub mean: f64,
+    /// Sample standard deviation; 0 with one round.
+    pub sd: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl FreshScores {
+    fn of(scores: &[f64]) -> Option<Self> {
+        let n = scores.len();
+        if n == 0 {
+            return None;
+        }
+        let mean = scores.iter().sum::<f64>() / n as f64;
+        let var = if n > 1 {
+            scores.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+        } else {
+            0.0
+        };
+        Some(Self {
+            rounds: n,
+            mean,
+            sd: var.sqrt(),
+            min: scores.iter().copied().fold(f64::INFINITY, f64::min),
+            max: scores.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        })
+    }
 }
 
 pub(crate) async fn load_king(store: &Store) -> Result<Option<KingView>, StoreError> {
@@ -36,7 +71,24 @@ pub(crate) async fn load_king(store: &Store) -> Result<Option<KingView>, StoreEr
         return Ok(None);
     };
     let sub = store.submission(&king.submission_id).await?;
+    // Newest first: this reign's events end at its crowning.
+    let mut scores = Vec::new();
+    for e in store.king_history(500).await? {
+        if e.submission_id != king.submission_id {
+            continue;
+        }
+        if e.event == "dethroned" {
+            break;
+        }
+        if let Some(score) = e.score.filter(|s| s.is_finite()) {
+            scores.push(score);
+        }
+        if e.event == "crowned" || scores.len() == 50 {
+            break;
+        }
+    }
     Ok(Some(KingView {
+        fresh_scores: FreshScores::of(&scores),
         hotkey: sub.as_ref().map(|s| s.hotkey.clone()),
         image: sub.as_ref().and_then(|s| s.image.clone()),
         digest: sub.and_then(|s| s.digest),

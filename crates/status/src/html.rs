@@ -207,6 +207,13 @@ fn king_section(h: &mut String, king: Option<&KingView>) {
     h.push_str(&td(&opt(k.image.as_deref())));
     h.push_str(&td(&opt(k.digest.as_deref())));
     h.push_str("</tr></table>");
+    if let Some(f) = &k.fresh_scores {
+        h.push_str(&format!(
+            "<p>Fresh scores over its reign: {} round(s), mean {:.4}, sd {:.4}, range [{:.4}, \
+             {:.4}].</p>",
+            f.rounds, f.mean, f.sd, f.min, f.max
+        ));
+    }
 }
 
 fn rounds_section(h: &mut String, open: &[RoundRow], snap: &HostSnapshot) {

@@ -128,6 +128,10 @@ async fn king_rounds_and_status() {
     assert_eq!(king["crowned_at_block"], 200);
     assert_eq!(king["image"], "alice/fast");
     assert_eq!(king["hotkey"], "Alice");
+    // One fresh score so far: the round that crowned it.
+    assert_eq!(king["fresh_scores"]["rounds"], 1);
+    assert_eq!(king["fresh_scores"]["mean"], 0.3);
+    assert_eq!(king["fresh_scores"]["sd"], 0.0);
 
     let (_, history) = s.json("/king/history").await;
     assert_eq!(history.as_array().unwrap().len(), 1);
