@@ -5,16 +5,16 @@
 //!
 //! A server is a true TTFT and a true time per output token; every request draws both with
 //! log-normal jitter. A pass measures the median TTFT of the latency phase and the
-//! throughput of the throughput phase (waves of `concurrency` requests, a wave as long as its
-//! slowest request), and the noise of each contestant's score with `noise::score_noise`.
+//! throughput of the throughput phase (`concurrency` requests in flight, each started as one
+//! ends, as the harness runs them), and the noise of the lead with `noise::lead_noise`.
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde::Serialize;
 
 use crate::confirm::{Comparison, ConfirmRule, Confirmation, FirstPass};
-use crate::noise::{lead_noise, RunSample};
-use crate::score::score;
+use crate::noise::{lead_noise, makespan, RunSample};
+use crate::score::{score, Speed};
 
 /// A server's true speed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,6 +77,8 @@ pub struct RoundSim {
     pub confirmed: bool,
     /// The first pass's noise of the lead, relative to the king's score.
     pub noise: f64,
+    /// The same in score units.
+    pub lead_noise: f64,
 }
 
 /// One pass: the scores of king and challenger against the same baseline run, and the
@@ -134,6 +136,7 @@ pub fn round(
         crowned,
         confirmed,
         noise,
+        lead_noise: first.noise.unwrap_or(f64::INFINITY),
     }
 }
 
@@ -147,6 +150,8 @@ pub struct Rates {
     pub crowned: f64,
     pub confirmed: f64,
     pub mean_noise: f64,
+    /// The mean noise of the lead in score units (the 90 % half-width the rule uses).
+    pub mean_lead_noise: f64,
 }
 
 /// Runs `rounds` rounds of a challenger `advantage` faster than the king.
@@ -163,12 +168,13 @@ pub fn rates(
 ) -> Rates {
     let mut rng = ChaCha20Rng::from_seed(seed);
     let challenger = king.faster(advantage);
-    let (mut crowned, mut confirmed, mut noise) = (0usize, 0usize, 0.0);
+    let (mut crowned, mut confirmed, mut noise, mut lead_noise) = (0usize, 0usize, 0.0, 0.0);
     for _ in 0..rounds {
         let r = round(baseline, king, challenger, rule, margin, c, &mut rng);
         crowned += usize::from(r.crowned);
         confirmed += usize::from(r.confirmed);
         noise += r.noise;
+        lead_noise += r.lead_noise;
     }
     let n = rounds.max(1) as f64;
     Rates {
@@ -179,7 +185,39 @@ pub fn rates(
         crowned: crowned as f64 / n,
         confirmed: confirmed as f64 / n,
         mean_noise: noise / n,
+        mean_lead_noise: lead_noise / n,
     }
+}
+
+/// The lead a challenger `advantage` faster than the king has without any jitter (score
+/// units): what "a true advantage of k noises" is measured against.
+pub fn true_lead(baseline: TrueServer, king: TrueServer, advantage: f64, c: &Conditions) -> f64 {
+    // Throughput's improvement is a ratio of request times, so one request's speed serves.
+    let speed = |s: TrueServer| Speed {
+        ttft_s: s.ttft_s,
+        tps: 1.0 / (s.ttft_s + c.tokens as f64 * s.tpot_s),
+    };
+    let of = |s: TrueServer| score(true, speed(baseline), speed(s)).unwrap_or(0.0);
+    of(king.faster(advantage)) - of(king)
+}
+
+/// The advantage whose true lead is `lead` (bisection; leads grow with the advantage).
+pub fn advantage_for_lead(
+    baseline: TrueServer,
+    king: TrueServer,
+    lead: f64,
+    c: &Conditions,
+) -> f64 {
+    let (mut lo, mut hi) = (0.0f64, 10.0f64);
+    for _ in 0..100 {
+        let mid = (lo + hi) / 2.0;
+        if true_lead(baseline, king, mid, c) < lead {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    (lo + hi) / 2.0
 }
 
 /// One run of `server`, as the harness would summarise it.
@@ -191,15 +229,14 @@ fn run(server: TrueServer, c: &Conditions, rng: &mut ChaCha20Rng) -> RunSample {
     let e2e: Vec<f64> = (0..c.throughput)
         .map(|_| server.ttft_s * jitter() + c.tokens as f64 * server.tpot_s * jitter())
         .collect();
-    let wall: f64 = e2e
-        .chunks(c.concurrency.max(1))
-        .map(|wave| wave.iter().copied().fold(0.0, f64::max))
-        .sum();
+    // The harness's closed loop: in order, each request as soon as a slot is free.
+    let wall = makespan(e2e.iter().copied(), c.concurrency);
     RunSample {
         latency_ttft_s,
         throughput_tokens: vec![c.tokens; c.throughput],
         throughput_e2e_s: e2e.into_iter().map(Some).collect(),
         throughput_wall_s: wall,
+        concurrency: c.concurrency,
     }
 }
 
@@ -262,16 +299,11 @@ mod tests {
         assert!(equal.crowned <= 0.02, "{equal:?}");
         // About half the rounds of equals clear the bare threshold, all within noise.
         assert!((0.3..0.7).contains(&equal.confirmed), "{equal:?}");
-        let clear = rates(
-            BASE,
-            king(),
-            4.0 * equal.mean_noise,
-            rule,
-            0.0,
-            &quick(),
-            200,
-            [3; 32],
-        );
+        // A true lead of three noises.
+        let advantage = advantage_for_lead(BASE, king(), 3.0 * equal.mean_lead_noise, &quick());
+        let lead = true_lead(BASE, king(), advantage, &quick());
+        assert!((lead - 3.0 * equal.mean_lead_noise).abs() < 1e-9);
+        let clear = rates(BASE, king(), advantage, rule, 0.0, &quick(), 200, [3; 32]);
         assert!(clear.crowned >= 0.9, "{clear:?}");
     }
 

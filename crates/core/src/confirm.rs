@@ -34,7 +34,7 @@ impl Default for ConfirmRule {
     fn default() -> Self {
         Self {
             within: 3.0,
-            multiple: 1.5,
+            multiple: 1.25,
         }
     }
 }
@@ -177,7 +177,7 @@ mod tests {
     #[test]
     fn the_lower_pass_decides_against_the_larger_noise() {
         let rule = ConfirmRule::default();
-        let first = cmp(0.3, 0.32, 0.01); // lead 0.02 > 1.5 × 0.01
+        let first = cmp(0.3, 0.32, 0.01); // lead 0.02 > 1.25 × 0.01
         assert_eq!(
             rule.confirm(0.0, &first, &cmp(0.3, 0.319, 0.01)),
             Confirmation::Confirmed

@@ -6,9 +6,12 @@
 //! scores. It is the noise figure `cacheon bench` prints next to every improvement. The
 //! resampling is paired: a drawn prompt brings both servers' answers to it, so the prompts'
 //! own differences (a long answer next to a short one) cancel and only the servers' do not.
-//! Throughput is one wall time per run, which no resampling can vary; its noise comes from
-//! the per-prompt ratio of the two servers' request times: the contestant's resampled
-//! throughput is its measured one scaled by how that mean ratio moves over the draw.
+//! Throughput is one wall time per run, which no resampling can vary directly: each
+//! server's resampled throughput is its measured one scaled by how the makespan of its
+//! request times moves over the draw, with the requests scheduled as the harness runs them
+//! (in order, `concurrency` at a time). The phase ends with its slowest requests, so its
+//! noise is in that tail; a mean of request times would miss it (`cacheon calibrate-crown`
+//! measured a bootstrap without it at 0.4 to 0.6 of the true spread at concurrency 32).
 //!
 //! Deterministic: the resamples come from ChaCha20 keyed with the caller's seed (the
 //! round's prompt-set hash), so every validator computes the same interval from the same
@@ -33,6 +36,9 @@ pub struct RunSample {
     pub throughput_e2e_s: Vec<Option<f64>>,
     /// The throughput phase's wall time (first send to last token), seconds.
     pub throughput_wall_s: f64,
+    /// Requests in flight at once in the throughput phase: the harness starts them in
+    /// prompt order, each as soon as a slot is free.
+    pub concurrency: usize,
 }
 
 impl RunSample {
@@ -200,36 +206,66 @@ pub fn lead_noise(
     })
 }
 
-/// The baseline's and a contestant's figures over the drawn prompts. A run's throughput
-/// has one wall time, which no draw can vary: the contestant's is scaled by how the mean
-/// per-prompt ratio of the two servers' request times moves over the draw.
+/// The baseline's and a contestant's figures over the drawn prompts. A run's throughput has
+/// one wall time, which no draw can vary directly: each server's is scaled by how the
+/// makespan of its own request times moves over the draw, the requests scheduled as the
+/// harness runs them (in order, `concurrency` at a time), so the tail of the phase (its
+/// slowest requests, which set its end) varies as it would on another try.
 fn drawn_speeds(
     baseline: &RunSample,
     miner: &RunSample,
     latency: &[usize],
     throughput: &[usize],
 ) -> (Speed, Speed) {
-    let time_ratio = |drawn: &mut dyn Iterator<Item = usize>| -> Option<f64> {
-        let (mut sum, mut n) = (0.0, 0usize);
-        for i in drawn {
-            let b = baseline.throughput_e2e_s.get(i).copied().flatten();
-            let m = miner.throughput_e2e_s.get(i).copied().flatten();
-            if let (Some(b), Some(m)) = (b, m) {
-                if b > 0.0 && m > 0.0 {
-                    sum += b / m;
-                    n += 1;
-                }
-            }
-        }
-        (n > 0).then(|| sum / n as f64)
-    };
-    let b = baseline.speed_of(latency, throughput);
+    let mut b = baseline.speed_of(latency, throughput);
     let mut m = miner.speed_of(latency, throughput);
-    let full = time_ratio(&mut (0..baseline.throughput_tokens.len()));
-    if let (Some(full), Some(drawn)) = (full, time_ratio(&mut throughput.iter().copied())) {
-        m.tps *= drawn / full;
-    }
+    b.tps *= baseline.tail_factor(throughput);
+    m.tps *= miner.tail_factor(throughput);
     (b, m)
+}
+
+impl RunSample {
+    /// The measured order's makespan over the drawn order's (1 when either is empty).
+    fn tail_factor(&self, drawn: &[usize]) -> f64 {
+        let duration = |i: usize| {
+            self.throughput_e2e_s
+                .get(i)
+                .copied()
+                .flatten()
+                .unwrap_or(0.0)
+        };
+        let full = makespan(
+            (0..self.throughput_e2e_s.len()).map(duration),
+            self.concurrency,
+        );
+        let resampled = makespan(drawn.iter().map(|&i| duration(i)), self.concurrency);
+        if full > 0.0 && resampled > 0.0 {
+            full / resampled
+        } else {
+            1.0
+        }
+    }
+}
+
+/// When the last of `durations` ends if each starts, in order, as soon as one of
+/// `concurrency` slots is free: the throughput phase's closed loop.
+pub fn makespan(durations: impl Iterator<Item = f64>, concurrency: usize) -> f64 {
+    let mut free_at = vec![0.0f64; concurrency.max(1)];
+    let mut end = 0.0f64;
+    for d in durations {
+        let (slot, start) = free_at
+            .iter()
+            .copied()
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap_or((0, 0.0));
+        let done = start + d.max(0.0);
+        if let Some(s) = free_at.get_mut(slot) {
+            *s = done;
+        }
+        end = end.max(done);
+    }
+    end
 }
 
 /// The 90 % confidence interval of the mean of `values` (independent runs), Student's t:
@@ -315,6 +351,7 @@ mod tests {
                 .map(|i| Some(wall_s / 8.0 * (1.0 + spread * ((i as f64 * 1.3 + phase).sin()))))
                 .collect(),
             throughput_wall_s: wall_s,
+            concurrency: 4,
         }
     }
 
@@ -351,6 +388,7 @@ mod tests {
                 .map(|&l| Some(wall * l as f64 / 1e4))
                 .collect(),
             throughput_wall_s: wall,
+            concurrency: 8,
         };
         let n = score_noise(&sample(10.0), &sample(8.0), true, [3; 32], 500, 0.9).unwrap();
         assert!((n.tps_improvement.low - 0.25).abs() < 1e-9, "{n:?}");
@@ -394,6 +432,7 @@ mod tests {
             throughput_tokens: vec![1],
             throughput_e2e_s: vec![Some(1.0)],
             throughput_wall_s: 1.0,
+            concurrency: 1,
         };
         assert!(score_noise(&empty, &ok, true, [0; 32], 10, 0.9).is_none());
         // Samples of different prompt sets cannot be paired.

@@ -246,7 +246,7 @@ fn a_lead_within_noise_is_crowned_only_when_a_second_pass_confirms_it() {
             noise: Some(noise),
         },
     };
-    // Confirmed: the second pass's lead also clears 1.5 × the larger noise.
+    // Confirmed: the second pass's lead also clears 1.25 × the larger noise.
     let d = decide(
         &rule,
         CROWNED_AT,

@@ -92,7 +92,7 @@ pub fn contestant_score(
 
 /// What a summarised run contributes to the score, prompt by prompt in the prompt set's
 /// order (core's `noise`; two servers' samples of the same prompts line up).
-pub fn run_sample(summary: &Summary, prompts: &PromptSet) -> RunSample {
+pub fn run_sample(summary: &Summary, prompts: &PromptSet, concurrency: usize) -> RunSample {
     let by_index: HashMap<usize, &crate::metrics::RequestMetrics> = summary
         .requests
         .iter()
@@ -117,6 +117,7 @@ pub fn run_sample(summary: &Summary, prompts: &PromptSet) -> RunSample {
             .map(|r| r.and_then(|r| r.e2e_ms).map(|ms| ms / 1e3))
             .collect(),
         throughput_wall_s: summary.throughput_wall_s,
+        concurrency,
     }
 }
 
@@ -142,10 +143,11 @@ pub fn contestant_noise(
     contestant: &Evaluation,
     baseline: &Summary,
     prompts: &PromptSet,
+    concurrency: usize,
 ) -> Option<ScoreNoise> {
     score_noise(
-        &run_sample(baseline, prompts),
-        &run_sample(&contestant.summary, prompts),
+        &run_sample(baseline, prompts, concurrency),
+        &run_sample(&contestant.summary, prompts, concurrency),
         contestant.verdict.passed,
         noise_seed(prompts),
         RESAMPLES,
@@ -160,11 +162,12 @@ pub fn lead_interval(
     king: &Summary,
     challenger: &Summary,
     prompts: &PromptSet,
+    concurrency: usize,
 ) -> Option<Interval> {
     lead_noise(
-        &run_sample(baseline, prompts),
-        &run_sample(king, prompts),
-        &run_sample(challenger, prompts),
+        &run_sample(baseline, prompts, concurrency),
+        &run_sample(king, prompts, concurrency),
+        &run_sample(challenger, prompts, concurrency),
         noise_seed(prompts),
         RESAMPLES,
         LEVEL,

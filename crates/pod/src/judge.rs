@@ -205,7 +205,12 @@ async fn judge_all(
             .await;
         judged.push(v);
     }
-    Ok((with_leads(judged, &summary, prompts), summary, run))
+    let concurrency = job.harness.concurrency;
+    Ok((
+        with_leads(judged, &summary, prompts, concurrency),
+        summary,
+        run,
+    ))
 }
 
 /// Every scored challenger's lead over a scored king, with its interval: the comparison
@@ -214,6 +219,7 @@ fn with_leads(
     judged: Vec<(Verdict, Option<Summary>)>,
     baseline: &Summary,
     prompts: &PromptSet,
+    concurrency: usize,
 ) -> Vec<Verdict> {
     let scored = |v: &Verdict| match v.outcome {
         VerdictKind::Scored { score, .. } => Some(score),
@@ -231,10 +237,13 @@ fn with_leads(
             if let (Role::Challenger, Some((king_score, king)), Some(score), Some(summary)) =
                 (v.role, king, scored(&v), summary)
             {
-                v.lead = lead_interval(baseline, king, summary, prompts).map(|interval| Lead {
-                    lead: score - king_score,
-                    interval,
-                });
+                v.lead =
+                    lead_interval(baseline, king, summary, prompts, concurrency).map(|interval| {
+                        Lead {
+                            lead: score - king_score,
+                            interval,
+                        }
+                    });
             }
             v
         })
@@ -279,7 +288,10 @@ async fn judge_one(
                 ttft_s: evaluation.summary.ttft_s,
                 tps: evaluation.summary.tps,
             };
-            (scored, contestant_noise(&evaluation, base, prompts))
+            (
+                scored,
+                contestant_noise(&evaluation, base, prompts, job.harness.concurrency),
+            )
         }
         Some(reason) => {
             let detail = verdict::summary(&evaluation.verdict);

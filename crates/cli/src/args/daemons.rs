@@ -130,7 +130,7 @@ pub struct HostRunArgs {
     #[arg(long, env = "CACHEON_CONFIRM_WITHIN", default_value_t = 3.0)]
     pub confirm_within: f64,
     /// How many noises both passes' leads must clear (see `cacheon calibrate-crown`).
-    #[arg(long, env = "CACHEON_CONFIRM_MULTIPLE", default_value_t = 1.5)]
+    #[arg(long, env = "CACHEON_CONFIRM_MULTIPLE", default_value_t = 1.25)]
     pub confirm_multiple: f64,
     /// The reference server image (pulled by digest).
     #[arg(

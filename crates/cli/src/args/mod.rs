@@ -84,7 +84,7 @@ pub struct CalibrateCrownArgs {
     #[arg(long, default_value_t = 3.0)]
     pub within: f64,
     /// Both passes' leads must clear this many noises (the host's `--confirm-multiple`).
-    #[arg(long, default_value_t = 1.5)]
+    #[arg(long, default_value_t = 1.25)]
     pub multiple: f64,
     /// True advantages to simulate, in percent.
     #[arg(long, value_delimiter = ',', default_value = "0,0.5,1,2,5")]

@@ -2,7 +2,7 @@
 //! advantage, simulated with per-request jitter (core's `calibration`). The table behind
 //! the king's margin and the confirmation rule's noise multiple.
 
-use cacheon_core::calibration::{rates, Conditions, CrownRule, TrueServer};
+use cacheon_core::calibration::{advantage_for_lead, rates, Conditions, CrownRule, TrueServer};
 use cacheon_core::confirm::ConfirmRule;
 
 use crate::args::CalibrateCrownArgs;
@@ -45,22 +45,26 @@ pub fn run(a: &CalibrateCrownArgs) -> anyhow::Result<()> {
         a.rounds.min(200),
         [a.seed; 32],
     );
-    let noise = probe.mean_noise;
+    let noise = probe.mean_lead_noise;
     let mut advantages: Vec<(String, f64)> = a
         .advantages
         .iter()
         .map(|p| (format!("{p}%"), p / 100.0))
         .collect();
-    advantages.push((format!("3× noise ({:.2}%)", 300.0 * noise), 3.0 * noise));
+    for k in [1.0, 3.0] {
+        let advantage = advantage_for_lead(baseline, king, k * noise, &conditions);
+        advantages.push((format!("{k}× noise ({:.2}%)", 100.0 * advantage), advantage));
+    }
     println!(
         "calibrate-crown · {} rounds per cell · jitter {:.1}% per request · confirm within {}× \
-         noise, bar {}× noise · measured noise of a lead {:.2}% of the king's score (90% \
-         half-width)\n",
+         noise, bar {}× noise · measured noise of a lead {:.4} (90% half-width; the king \
+         scores {:.4})\n",
         a.rounds,
         a.jitter * 100.0,
         a.within,
         a.multiple,
-        noise * 100.0
+        noise,
+        cacheon_core::calibration::true_lead(baseline, baseline, 0.3, &conditions),
     );
     print!("{:<24}", "true advantage");
     for (name, _, _) in &rules {

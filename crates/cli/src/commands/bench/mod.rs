@@ -191,7 +191,7 @@ async fn one_run(
     spinner.finish_and_clear();
     let score = contestant_score(&evaluation, &base_summary)
         .context("the baseline's own measurements are unusable")?;
-    let noise = contestant_noise(&evaluation, &base_summary, prompts);
+    let noise = contestant_noise(&evaluation, &base_summary, prompts, cfg.concurrency);
     Ok(Ok(OneRun {
         miner_run,
         base_run,
