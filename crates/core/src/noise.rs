@@ -8,8 +8,8 @@
 //! own differences (a long answer next to a short one) cancel and only the servers' do not.
 //! Throughput is one wall time per run, which no resampling can vary directly: each
 //! server's resampled throughput is its measured one scaled by how the makespan of its
-//! request times moves over the draw, with the requests scheduled as the harness runs them
-//! (in order, `concurrency` at a time). The phase ends with its slowest requests, so its
+//! drawn request times compares with their mean over all draws, the requests scheduled as
+//! the harness runs them (in order, `concurrency` at a time). The phase ends with its slowest requests, so its
 //! noise is in that tail; a mean of request times would miss it (`cacheon calibrate-crown`
 //! measured a bootstrap without it at 0.4 to 0.6 of the true spread at concurrency 32).
 //!
@@ -130,10 +130,10 @@ pub fn score_noise(
     let mut ttft = Vec::with_capacity(resamples);
     let mut tps = Vec::with_capacity(resamples);
     let mut scores = Vec::with_capacity(resamples);
-    for _ in 0..resamples {
-        let latency = draw(baseline.latency_ttft_s.len(), &mut rng);
-        let throughput = draw(baseline.throughput_tokens.len(), &mut rng);
-        let (b, m) = drawn_speeds(baseline, miner, &latency, &throughput);
+    let draws = Draws::new(baseline, resamples, &mut rng);
+    let (fb, fm) = (baseline.tail_factors(&draws), miner.tail_factors(&draws));
+    for (i, (latency, throughput)) in draws.iter().enumerate() {
+        let (b, m) = drawn_speeds(baseline, miner, latency, throughput, (fb[i], fm[i]));
         ttft.push((b.ttft_s - m.ttft_s) / b.ttft_s);
         tps.push((m.tps - b.tps) / b.tps);
         // A resampled baseline is as usable as the measured one (same positive values).
@@ -185,11 +185,12 @@ pub fn lead_noise(
     }
     let mut rng = ChaCha20Rng::from_seed(seed);
     let mut leads = Vec::with_capacity(resamples);
-    for _ in 0..resamples {
-        let latency = draw(baseline.latency_ttft_s.len(), &mut rng);
-        let throughput = draw(baseline.throughput_tokens.len(), &mut rng);
-        let (b, k) = drawn_speeds(baseline, king, &latency, &throughput);
-        let (_, x) = drawn_speeds(baseline, challenger, &latency, &throughput);
+    let draws = Draws::new(baseline, resamples, &mut rng);
+    let fb = baseline.tail_factors(&draws);
+    let (fk, fx) = (king.tail_factors(&draws), challenger.tail_factors(&draws));
+    for (i, (latency, throughput)) in draws.iter().enumerate() {
+        let (b, k) = drawn_speeds(baseline, king, latency, throughput, (fb[i], fk[i]));
+        let (_, x) = drawn_speeds(baseline, challenger, latency, throughput, (fb[i], fx[i]));
         let k = score(true, b, k).ok()?;
         let x = score(true, b, x).ok()?;
         leads.push(x - k);
@@ -206,27 +207,59 @@ pub fn lead_noise(
     })
 }
 
-/// The baseline's and a contestant's figures over the drawn prompts. A run's throughput has
-/// one wall time, which no draw can vary directly: each server's is scaled by how the
-/// makespan of its own request times moves over the draw, the requests scheduled as the
-/// harness runs them (in order, `concurrency` at a time), so the tail of the phase (its
-/// slowest requests, which set its end) varies as it would on another try.
+/// The prompts of every resample, drawn once so each server's throughput can be centred on
+/// the mean over all of them (`RunSample::tail_factors`).
+struct Draws {
+    latency: Vec<Vec<usize>>,
+    throughput: Vec<Vec<usize>>,
+}
+
+impl Draws {
+    fn new(shape: &RunSample, resamples: usize, rng: &mut ChaCha20Rng) -> Self {
+        let (mut latency, mut throughput) = (Vec::new(), Vec::new());
+        for _ in 0..resamples {
+            latency.push(draw(shape.latency_ttft_s.len(), rng));
+            throughput.push(draw(shape.throughput_tokens.len(), rng));
+        }
+        Self {
+            latency,
+            throughput,
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&[usize], &[usize])> {
+        self.latency
+            .iter()
+            .zip(&self.throughput)
+            .map(|(l, t)| (l.as_slice(), t.as_slice()))
+    }
+}
+
+/// The baseline's and a contestant's figures over the drawn prompts, their throughputs
+/// scaled by their `tail_factors`.
 fn drawn_speeds(
     baseline: &RunSample,
     miner: &RunSample,
     latency: &[usize],
     throughput: &[usize],
+    (tail_b, tail_m): (f64, f64),
 ) -> (Speed, Speed) {
     let mut b = baseline.speed_of(latency, throughput);
     let mut m = miner.speed_of(latency, throughput);
-    b.tps *= baseline.tail_factor(throughput);
-    m.tps *= miner.tail_factor(throughput);
+    b.tps *= tail_b;
+    m.tps *= tail_m;
     (b, m)
 }
 
 impl RunSample {
-    /// The measured order's makespan over the drawn order's (1 when either is empty).
-    fn tail_factor(&self, drawn: &[usize]) -> f64 {
+    /// A run's throughput has one wall time, which no draw can vary directly: it is scaled,
+    /// per resample, by how the makespan of this server's drawn request times (scheduled as
+    /// the harness runs them: in order, `concurrency` at a time) compares with the mean
+    /// makespan over all resamples. The phase ends with its slowest requests, so its noise is
+    /// in that tail; centring on the mean rather than on the measured order keeps a resample
+    /// that misses the slowest request (about a third of them) from biasing the interval
+    /// upwards. 1 where a makespan is 0.
+    fn tail_factors(&self, draws: &Draws) -> Vec<f64> {
         let duration = |i: usize| {
             self.throughput_e2e_s
                 .get(i)
@@ -234,16 +267,17 @@ impl RunSample {
                 .flatten()
                 .unwrap_or(0.0)
         };
-        let full = makespan(
-            (0..self.throughput_e2e_s.len()).map(duration),
-            self.concurrency,
-        );
-        let resampled = makespan(drawn.iter().map(|&i| duration(i)), self.concurrency);
-        if full > 0.0 && resampled > 0.0 {
-            full / resampled
-        } else {
-            1.0
-        }
+        let spans: Vec<f64> = draws
+            .throughput
+            .iter()
+            .map(|drawn| makespan(drawn.iter().map(|&i| duration(i)), self.concurrency))
+            .collect();
+        let positive: Vec<f64> = spans.iter().copied().filter(|s| *s > 0.0).collect();
+        let mean = positive.iter().sum::<f64>() / positive.len().max(1) as f64;
+        spans
+            .iter()
+            .map(|&s| if s > 0.0 && mean > 0.0 { mean / s } else { 1.0 })
+            .collect()
     }
 }
 
