@@ -140,20 +140,23 @@ pub fn score_noise(
         scores.push(score(passed, b, m).unwrap_or(0.0));
     }
     let tail = (1.0 - level) / 2.0;
+    // Only finite bounds: these figures go into JSON documents, where a NaN would be null
+    // and refuse the whole document.
     let interval = |mut v: Vec<f64>| {
         v.retain(|x| x.is_finite());
         v.sort_by(f64::total_cmp);
-        Interval {
+        let i = Interval {
             low: quantile(&v, tail),
             high: quantile(&v, 1.0 - tail),
-        }
+        };
+        (i.low.is_finite() && i.high.is_finite()).then_some(i)
     };
     Some(ScoreNoise {
         level,
         resamples,
-        ttft_improvement: interval(ttft),
-        tps_improvement: interval(tps),
-        score: interval(scores),
+        ttft_improvement: interval(ttft)?,
+        tps_improvement: interval(tps)?,
+        score: interval(scores)?,
     })
 }
 
