@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use crate::confirm::{Comparison, ConfirmRule, FirstPass};
+use crate::confirm::{Comparison, ConfirmRule, Confirmation, ConfirmationRecord, FirstPass};
 use crate::submission::SubmissionId;
 
 /// Parameters of the decaying margin a challenger must beat the king by.
@@ -65,6 +65,11 @@ pub struct Contender {
 impl Contender {
     fn eligible(&self) -> bool {
         self.passed && self.score.is_finite() && self.score > 0.0
+    }
+
+    /// A king's fresh result the rule can compare with (passed, finite, non-negative).
+    fn comparable(&self) -> bool {
+        self.passed && self.score.is_finite() && self.score >= 0.0
     }
 }
 
@@ -138,24 +143,45 @@ pub struct SecondPass {
     pub comparison: Comparison,
 }
 
-/// The challenger that would take the crown from a king that passed (`fresh`), with its
-/// first pass's comparison: the best one above `fresh × (1 + margin)`.
-fn leader(
-    margin: f64,
-    fresh: &Contender,
-    challengers: &[Contender],
-) -> Option<(Contender, Comparison)> {
-    let threshold = fresh.score * (1.0 + margin);
-    let best = challengers
+/// The best eligible challenger scoring above `threshold`.
+fn best(challengers: &[Contender], threshold: f64) -> Option<&Contender> {
+    challengers
         .iter()
         .filter(|c| c.eligible() && c.score > threshold)
-        .min_by(|a, b| rank(a, b))?;
-    let first = Comparison {
+        .min_by(|a, b| rank(a, b))
+}
+
+/// A challenger's first-pass comparison with the king's `fresh` result.
+fn comparison(fresh: &Contender, challenger: &Contender) -> Comparison {
+    Comparison {
         king: fresh.score,
-        challenger: best.score,
-        noise: best.lead_noise,
-    };
-    Some((best.clone(), first))
+        challenger: challenger.score,
+        noise: challenger.lead_noise,
+    }
+}
+
+/// The challenger that would take the crown from a king that passed (`fresh`), with its
+/// first pass's comparison: the best one above `fresh × (1 + margin)`.
+fn leader<'c>(
+    margin: f64,
+    fresh: &Contender,
+    challengers: &'c [Contender],
+) -> Option<(&'c Contender, Comparison)> {
+    let leader = best(challengers, fresh.score * (1.0 + margin))?;
+    Some((leader, comparison(fresh, leader)))
+}
+
+/// Whether `second`, a confirmation pass of `challenger`, confirms its `first` lead.
+fn confirmed(
+    confirm: &ConfirmRule,
+    margin: f64,
+    challenger: &SubmissionId,
+    first: &Comparison,
+    second: Option<&SecondPass>,
+) -> bool {
+    second
+        .filter(|s| s.challenger == *challenger)
+        .is_some_and(|s| confirm.confirm(margin, first, &s.comparison) == Confirmation::Confirmed)
 }
 
 /// The challenger whose lead over the king's `fresh` result is within noise, so the pod
@@ -167,12 +193,42 @@ pub fn to_confirm(
     fresh: &Contender,
     challengers: &[Contender],
 ) -> Option<(SubmissionId, Comparison)> {
-    if !(fresh.passed && fresh.score.is_finite() && fresh.score >= 0.0) {
+    if !fresh.comparable() {
         return None;
     }
     let (leader, first) = leader(margin, fresh, challengers)?;
     (confirm.first_pass(margin, &first) == FirstPass::WithinNoise)
-        .then_some((leader.submission, first))
+        .then(|| (leader.submission.clone(), first))
+}
+
+/// What the round's confirmation pass of `challenger` decided, as the host records it:
+/// its first-pass comparison with the king and whether `second` confirmed it (the same
+/// test `decide` applies). `None` without the rule or a king whose fresh result counts.
+pub fn confirmation_record(
+    rule: &KingRule,
+    now_block: u64,
+    king: &KingStanding,
+    challengers: &[Contender],
+    challenger: &SubmissionId,
+    second: Option<&SecondPass>,
+) -> Option<ConfirmationRecord> {
+    let confirm = rule.confirm?;
+    let fresh = king.fresh.as_ref().filter(|f| f.comparable())?;
+    let x = challengers.iter().find(|c| c.submission == *challenger)?;
+    let first = comparison(fresh, x);
+    let margin = rule.margin(now_block, king.crowned_at_block);
+    let outcome = if confirmed(&confirm, margin, challenger, &first, second) {
+        Confirmation::Confirmed
+    } else {
+        Confirmation::NotConfirmed
+    };
+    Some(ConfirmationRecord {
+        king: king.submission.clone(),
+        challenger: challenger.clone(),
+        first,
+        second: second.map(|s| s.comparison),
+        outcome,
+    })
 }
 
 /// Applies SPEC §11 to one round; a lead within noise counts only if `second` (the
@@ -184,13 +240,7 @@ pub fn decide(
     challengers: &[Contender],
     second: Option<&SecondPass>,
 ) -> CrownDecision {
-    let best = |threshold: f64| {
-        challengers
-            .iter()
-            .filter(|c| c.eligible() && c.score > threshold)
-            .min_by(|a, b| rank(a, b))
-            .cloned()
-    };
+    let best = |threshold: f64| best(challengers, threshold).cloned();
     let Some(king) = king else {
         return match best(0.0) {
             Some(winner) => CrownDecision::Crown {
@@ -201,10 +251,7 @@ pub fn decide(
             None => CrownDecision::NoKing,
         };
     };
-    let fresh_ok = king
-        .fresh
-        .as_ref()
-        .filter(|f| f.passed && f.score.is_finite() && f.score >= 0.0);
+    let fresh_ok = king.fresh.as_ref().filter(|f| f.comparable());
     match fresh_ok {
         Some(fresh) => {
             let keep = CrownDecision::Keep {
@@ -219,19 +266,16 @@ pub fn decide(
                 Some(confirm) => match confirm.first_pass(margin, &first) {
                     FirstPass::Decisive => true,
                     FirstPass::Below => false,
-                    FirstPass::WithinNoise => second
-                        .filter(|s| s.challenger == winner.submission)
-                        .is_some_and(|s| {
-                            confirm.confirm(margin, &first, &s.comparison)
-                                == crate::confirm::Confirmation::Confirmed
-                        }),
+                    FirstPass::WithinNoise => {
+                        confirmed(&confirm, margin, &winner.submission, &first, second)
+                    }
                 },
             };
             if !crowned {
                 return keep;
             }
             CrownDecision::Crown {
-                winner,
+                winner: winner.clone(),
                 cause: CrownCause::BeatKing,
                 dethroned: Some(king.submission.clone()),
             }

@@ -52,8 +52,8 @@ pub mod weights;
 
 pub use commitment::{decode_commitment, Commitment, CommitmentError};
 pub use king::{
-    decide, to_confirm, Contender, CrownCause, CrownDecision, DethroneCause, KingRule,
-    KingStanding, SecondPass,
+    confirmation_record, decide, to_confirm, Contender, CrownCause, CrownDecision, DethroneCause,
+    KingRule, KingStanding, SecondPass,
 };
 pub use reference::{Digest, ImageRef, ReferenceError};
 pub use score::{score, InvalidBaseline, Speed};

@@ -212,8 +212,8 @@ fn noisy(name: &str, commit_block: u64, score: f64, lead_noise: f64) -> Contende
 
 #[test]
 fn a_lead_within_noise_is_crowned_only_when_a_second_pass_confirms_it() {
-    use cacheon_core::confirm::Comparison;
-    use cacheon_core::{to_confirm, SecondPass};
+    use cacheon_core::confirm::{Comparison, Confirmation};
+    use cacheon_core::{confirmation_record, to_confirm, SecondPass};
     let rule = KingRule {
         base_margin: 0.0,
         ..KingRule::default()
@@ -292,4 +292,14 @@ fn a_lead_within_noise_is_crowned_only_when_a_second_pass_confirms_it() {
     // Nothing to confirm without a king that passed.
     let failed = contender("King", 10, false, 0.0);
     assert_eq!(to_confirm(&confirm, 0.0, &failed, &close), None);
+    // The record the host keeps says what `decide` did.
+    let who = SubmissionId::new("Close", 20);
+    let confirming = second(0.319, 0.01, "Close");
+    let record = confirmation_record(&rule, CROWNED_AT, &k, &close, &who, Some(&confirming));
+    let record = record.unwrap();
+    assert_eq!(record.outcome, Confirmation::Confirmed);
+    assert_eq!(record.first, first);
+    let refuted = second(0.305, 0.01, "Close");
+    let record = confirmation_record(&rule, CROWNED_AT, &k, &close, &who, Some(&refuted));
+    assert_eq!(record.unwrap().outcome, Confirmation::NotConfirmed);
 }

@@ -5,8 +5,11 @@
 //! voids the round: its challengers go back to pending, charged nothing but an attempt.
 
 use cacheon_chain::BlockRef;
-use cacheon_core::confirm::{Comparison, Confirmation, ConfirmationRecord};
-use cacheon_core::{decide, Contender, InfraReason, KingStanding, Role, SecondPass, SubmissionId};
+use cacheon_core::confirm::Comparison;
+use cacheon_core::{
+    confirmation_record, decide, Contender, InfraReason, KingStanding, Role, SecondPass,
+    SubmissionId,
+};
 use cacheon_handoff::documents::{
     ConfirmationPass, Done, Progress, RoundOutcome, Verdict, VerdictKind,
 };
@@ -261,31 +264,9 @@ async fn apply(
     let second = pass.and_then(second_pass);
     let decision = decide(rule, at, king.as_ref(), &challengers, second.as_ref());
     let record = pass.and_then(|p| {
-        let king = king.as_ref()?;
-        let fresh = king.fresh.as_ref()?;
         let challenger: SubmissionId = p.challenger.parse().ok()?;
-        let x = challengers.iter().find(|c| c.submission == challenger)?;
-        let first = Comparison {
-            king: fresh.score,
-            challenger: x.score,
-            noise: x.lead_noise,
-        };
-        let margin = rule.margin(at, king.crowned_at_block);
-        let confirmed = second.as_ref().zip(rule.confirm).is_some_and(|(s, c)| {
-            s.challenger == challenger
-                && c.confirm(margin, &first, &s.comparison) == Confirmation::Confirmed
-        });
-        Some(ConfirmationRecord {
-            king: king.submission.clone(),
-            challenger,
-            first,
-            second: second.as_ref().map(|s| s.comparison),
-            outcome: if confirmed {
-                Confirmation::Confirmed
-            } else {
-                Confirmation::NotConfirmed
-            },
-        })
+        let king = king.as_ref()?;
+        confirmation_record(rule, at, king, &challengers, &challenger, second.as_ref())
     });
     tx.record_evidence(round.id, evidence, record.as_ref())
         .await?;
