@@ -267,3 +267,13 @@ pub enum VerdictKind {
         detail: String,
     },
 }
+
+impl VerdictKind {
+    /// The score, when the contestant was scored.
+    pub fn score(&self) -> Option<f64> {
+        match self {
+            Self::Scored { score, .. } => Some(*score),
+            Self::Disqualified { .. } => None,
+        }
+    }
+}

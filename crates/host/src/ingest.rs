@@ -120,11 +120,9 @@ fn evidence(verdicts: &[Verdict], pass: Option<&ConfirmationPass>) -> Vec<Contes
         .collect()
 }
 
+/// A score the host can use (documents are checked, not trusted).
 fn scored(v: &Verdict) -> Option<f64> {
-    match v.outcome {
-        VerdictKind::Scored { score, .. } if score.is_finite() && score >= 0.0 => Some(score),
-        _ => None,
-    }
+    v.outcome.score().filter(|s| s.is_finite() && *s >= 0.0)
 }
 
 /// The confirmation pass as the king rule reads it: both measured again and scored.

@@ -86,16 +86,13 @@ pub fn candidate<'j>(
         let v = verdicts
             .iter()
             .find(|v| v.submission_id == c.submission_id)?;
-        let (passed, score) = match v.outcome {
-            VerdictKind::Scored { score, .. } => (true, score),
-            VerdictKind::Disqualified { .. } => (false, 0.0),
-        };
+        let score = v.outcome.score();
         Some(Contender {
             submission: c.submission_id.parse().ok()?,
             uid: c.uid,
             commit_block: c.commit_block,
-            passed,
-            score,
+            passed: score.is_some(),
+            score: score.unwrap_or(0.0),
             lead_noise: v.lead.map(|l| l.interval.half_width()),
         })
     };

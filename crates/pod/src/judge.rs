@@ -221,13 +221,9 @@ fn with_leads(
     prompts: &PromptSet,
     concurrency: usize,
 ) -> Vec<Verdict> {
-    let scored = |v: &Verdict| match v.outcome {
-        VerdictKind::Scored { score, .. } => Some(score),
-        VerdictKind::Disqualified { .. } => None,
-    };
     let king = judged.iter().find_map(|(v, s)| {
         (v.role == Role::King)
-            .then(|| Some((scored(v)?, s.as_ref()?)))
+            .then(|| Some((v.outcome.score()?, s.as_ref()?)))
             .flatten()
     });
     judged
@@ -235,7 +231,7 @@ fn with_leads(
         .map(|(v, summary)| {
             let mut v = v.clone();
             if let (Role::Challenger, Some((king_score, king)), Some(score), Some(summary)) =
-                (v.role, king, scored(&v), summary)
+                (v.role, king, v.outcome.score(), summary)
             {
                 v.lead =
                     lead_interval(baseline, king, summary, prompts, concurrency).map(|interval| {

@@ -266,12 +266,17 @@ fn interval(i: Option<Interval>) -> String {
     )
 }
 
-/// One pass's lead over the king, `lead ± noise`.
-fn lead(c: &Comparison) -> String {
-    match c.noise {
-        Some(n) => format!("{:+.4} ± {n:.4}", c.lead()),
-        None => format!("{:+.4} (noise unknown)", c.lead()),
+/// A lead over the king, `lead ± noise`.
+fn lead_text(lead: f64, noise: Option<f64>) -> String {
+    match noise {
+        Some(n) => format!("{lead:+.4} ± {n:.4}"),
+        None => format!("{lead:+.4} (noise unknown)"),
     }
+}
+
+/// One pass's lead over the king.
+fn lead(c: &Comparison) -> String {
+    lead_text(c.lead(), c.noise)
 }
 
 fn confirmation(r: &ConfirmationRecord) -> String {
@@ -324,7 +329,7 @@ fn closed_section(h: &mut String, rounds: &[RoundRow]) {
             h.push_str(&td(&interval(c.noise.map(|n| n.score))));
             let lead = c.lead.map_or_else(
                 || "-".to_owned(),
-                |l| format!("{:+.4} ± {:.4}", l.lead, l.interval.half_width()),
+                |l| lead_text(l.lead, Some(l.interval.half_width())),
             );
             h.push_str(&td(&lead));
             h.push_str(&td(&score(c.confirm_score)));
