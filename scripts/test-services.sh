@@ -7,6 +7,8 @@
 # - Debian's docker.io (dockerd), docker-registry (a local registry on 127.0.0.1:5000,
 #   no auth) and busybox-static (a tool the sandbox tests put into their offline images);
 # - docker-compose and shellcheck, for .ci/run's checks of the compose files and scripts;
+# - Debian's chromium and chromium-driver (the status pages rendered in a real browser) and
+#   prometheus with its promtool (a real scrape of the host's /metrics);
 # - a Python venv ($STATE/venv) with PyPI's bittensor-drand, the chain's own timelock
 #   implementation, which the chain tests cross-check our timelock encryption against, and
 #   moto[server], the S3 server the hand-off tests run (each test starts its own);
@@ -38,6 +40,11 @@ command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+# What people see: the pages in a real headless browser, /metrics scraped by a real
+# Prometheus and linted by its promtool.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "test-services: installing ${missing[*]}"
   $SUDO apt-get update -qq

@@ -74,7 +74,7 @@ pub struct ForcedPosition {
 }
 
 /// What was wrong with a stream, as the harness found it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamFault {
     /// Connection refused, reset or closed before the stream ended.

@@ -45,6 +45,7 @@ pub mod king;
 pub mod noise;
 pub mod prompts;
 pub mod reference;
+pub mod report;
 pub mod score;
 pub mod submission;
 pub mod tokens;

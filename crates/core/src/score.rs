@@ -35,15 +35,29 @@ pub fn score(
     baseline: Speed,
     miner: Speed,
 ) -> Result<f64, InvalidBaseline> {
+    // An unusable baseline is an error whatever the gate said.
+    let (ttft_imp, tps_imp) = improvements(baseline, miner)?;
+    if !correctness_pass {
+        return Ok(0.0);
+    }
+    let s = TTFT_WEIGHT * ttft_imp + TPS_WEIGHT * tps_imp;
+    Ok(if s.is_finite() { s } else { 0.0 })
+}
+
+/// The formula's weights of the two improvements.
+pub const TTFT_WEIGHT: f64 = 0.5;
+pub const TPS_WEIGHT: f64 = 0.5;
+
+/// The two improvements the score weighs, `(ttft_imp, tps_imp)`, each clamped at 0 as the
+/// formula does; a miner figure that is not a finite, non-negative number improves nothing.
+/// (An improvement may still overflow to infinity; [`score`] then scores 0.)
+pub fn improvements(baseline: Speed, miner: Speed) -> Result<(f64, f64), InvalidBaseline> {
     let usable = |x: f64| x.is_finite() && x > 0.0;
     if !usable(baseline.ttft_s) || !usable(baseline.tps) {
         return Err(InvalidBaseline {
             ttft_s: baseline.ttft_s,
             tps: baseline.tps,
         });
-    }
-    if !correctness_pass {
-        return Ok(0.0);
     }
     let sane = |x: f64| x.is_finite() && x >= 0.0;
     let ttft_imp = if sane(miner.ttft_s) {
@@ -56,8 +70,7 @@ pub fn score(
     } else {
         0.0
     };
-    let s = 0.5 * ttft_imp + 0.5 * tps_imp;
-    Ok(if s.is_finite() { s } else { 0.0 })
+    Ok((ttft_imp, tps_imp))
 }
 
 #[cfg(test)]

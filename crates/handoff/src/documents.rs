@@ -15,6 +15,7 @@ use cacheon_core::confirm::ConfirmRule;
 use cacheon_core::gate::{GateThresholds, GateVerdict};
 use cacheon_core::noise::{Lead, ScoreNoise};
 use cacheon_core::prompts::WorkloadShape;
+use cacheon_core::report::ContestantReport;
 use cacheon_core::submission::{DisqualifyReason, InfraReason, Role};
 use cacheon_harness::{HarnessConfig, Summary, WorkloadRun};
 use serde::{Deserialize, Serialize};
@@ -165,7 +166,11 @@ pub enum Measurement {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepTimings {
     pub pull_ms: u64,
+    /// From creating the container to healthy; `start_ms` of it went to creating and
+    /// starting the container, the rest to waiting for `/health`.
     pub startup_ms: u64,
+    #[serde(default)]
+    pub start_ms: u64,
     pub workload_ms: u64,
     pub teardown_ms: u64,
     /// Everything from the contestant's turn starting to its result being written.
@@ -252,6 +257,10 @@ pub struct Verdict {
     /// The image's content id, from its result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// The verdict explained for the miner: speed next to the baseline's, the gate's
+    /// findings, stream faults and timings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<ContestantReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

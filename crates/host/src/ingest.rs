@@ -18,7 +18,7 @@ use cacheon_store::{
     ApplyOutcome, ContestantEvidence, ContestantVerdict, RoundRow, VerdictOutcome,
 };
 
-use crate::{now_unix, Host, HostError};
+use crate::{now_unix, observe, Host, HostError};
 
 pub async fn run(host: &mut Host, head: BlockRef) -> Result<(), HostError> {
     let open = host.store.open_rounds().await?;
@@ -115,6 +115,7 @@ fn evidence(verdicts: &[Verdict], pass: Option<&ConfirmationPass>) -> Vec<Contes
                 lead: v.lead,
                 content: v.content.clone(),
                 confirm_score,
+                report: v.report.clone(),
             })
         })
         .collect()
@@ -274,7 +275,11 @@ async fn apply(
     tx.commit().await?;
     if applied == ApplyOutcome::Applied {
         tracing::info!(round = round.id, ?decision, confirmation = ?record, "round applied");
-        metrics::counter!("cacheon_rounds_closed_total", "outcome" => "completed").increment(1);
+        let reports: Vec<_> = evidence
+            .iter()
+            .filter_map(|e| Some((role_of(&e.submission)?, e.report.as_ref()?)))
+            .collect();
+        observe::completed(round.opened_at, now_unix(), verdicts, &reports);
     }
     Ok(())
 }
@@ -292,7 +297,7 @@ async fn void(
     tx.commit().await?;
     if applied == ApplyOutcome::Applied {
         tracing::warn!(round = round.id, %reason, detail, "round void; challengers requeued");
-        metrics::counter!("cacheon_rounds_closed_total", "outcome" => "void").increment(1);
+        observe::void(round.opened_at, now_unix(), reason);
     }
     Ok(())
 }
@@ -328,6 +333,7 @@ mod tests {
                     noise: None,
                     lead: None,
                     confirm_score: None,
+                    report: None,
                 })
                 .collect(),
             confirmation: None,
@@ -343,6 +349,7 @@ mod tests {
             noise: None,
             lead: None,
             content: None,
+            report: None,
         }
     }
 

@@ -8,6 +8,7 @@
 //! is applied now (and one already applied changes nothing).
 
 mod ingest;
+pub mod observe;
 mod provision;
 mod rounds;
 mod scan;

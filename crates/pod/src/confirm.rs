@@ -169,6 +169,7 @@ pub async fn run(
                         detail: format!("in the confirmation pass: {detail}"),
                     },
                     gate: a.gate.clone(),
+                    report: a.report.clone(),
                     noise: None,
                     lead: None,
                     ..v.clone()

@@ -68,6 +68,7 @@ pub async fn measure(
                 .start(&pinned, &[], &labels, &ctx.cfg.sandbox)
                 .instrument(tracing::info_span!("start"))
                 .await;
+            timings.start_ms = ms(t);
             let running = match started {
                 Ok(running) => running,
                 Err(e) => {

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::contestant::ms;
+use crate::report;
 use crate::round::{Context, Interrupt};
 use crate::tracker::Tracker;
 use crate::verdict;
@@ -92,6 +93,7 @@ pub async fn run(
         Ok(running) => running,
         Err(e) => return void(format!("starting the baseline: {e}")),
     };
+    timings.start_ms = ms(t);
     let measured = async {
         let healthy = tokio::select! {
             () = cancel.cancelled() => return Err(Interrupt::Stopped),
@@ -197,7 +199,7 @@ async fn judge_all(
     tracker.phase(RoundPhase::Judging).await;
     let mut judged = Vec::with_capacity(results.len());
     for r in results {
-        let v = judge_one(&baseline, job, prompts, &reference, &summary, r)
+        let v = judge_one(&baseline, job, prompts, &reference, (&summary, &run), r)
             .instrument(tracing::info_span!("judge", submission = %r.submission_id))
             .await?;
         tracker
@@ -251,7 +253,7 @@ async fn judge_one(
     job: &Job,
     prompts: &PromptSet,
     reference: &Reference,
-    base: &Summary,
+    (base, base_run): (&Summary, &WorkloadRun),
     r: &ContestantResult,
 ) -> Result<(Verdict, Option<Summary>), String> {
     let run = match &r.measurement {
@@ -267,6 +269,7 @@ async fn judge_one(
                 noise: None,
                 lead: None,
                 content: r.content.clone(),
+                report: Some(report::contestant(r, None)),
             };
             return Ok((v, None));
         }
@@ -296,6 +299,17 @@ async fn judge_one(
     };
     tracing::info!(submission = %r.submission_id, ?outcome, "judged");
     let summary = matches!(outcome, VerdictKind::Scored { .. }).then(|| evaluation.summary.clone());
+    let report = report::contestant(
+        r,
+        Some(&report::Judged {
+            evaluation: &evaluation,
+            baseline: base,
+            baseline_run: base_run,
+            run,
+            prompts,
+            thresholds: &job.thresholds,
+        }),
+    );
     let v = Verdict {
         submission_id: r.submission_id.clone(),
         role: r.role,
@@ -304,6 +318,7 @@ async fn judge_one(
         noise,
         lead: None,
         content: r.content.clone(),
+        report: Some(report),
     };
     Ok((v, summary))
 }

@@ -14,6 +14,7 @@ mod judge;
 mod keeper;
 mod orphans;
 pub mod preflight;
+mod report;
 mod round;
 pub mod safety;
 mod tracker;

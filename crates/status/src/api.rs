@@ -4,14 +4,17 @@ use std::collections::BTreeMap;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cacheon_store::{KingEvent, KingRow, RoundRow, Store, SubmissionFilter, SubmissionRow};
+use cacheon_store::{
+    ContestantRow, KingEvent, KingRow, RoundRow, RoundState, Store, SubmissionFilter, SubmissionRow,
+};
 use cacheon_store::{StoreError, WeightSubmissionRow};
 use serde::Serialize;
 
 use crate::error::ApiError;
+use crate::html;
 use crate::params::{self, Params};
 use crate::{HostSnapshot, StatusState};
 
@@ -102,12 +105,19 @@ pub(crate) struct RoundView {
     #[serde(flatten)]
     pub round: RoundRow,
     pub progress: Option<serde_json::Value>,
+    /// Seconds from opening to closing, or to now while it runs.
+    pub elapsed_s: i64,
 }
 
 impl RoundView {
     pub(crate) fn new(round: RoundRow, snapshot: &HostSnapshot) -> Self {
         let progress = snapshot.progress.get(&round.id).cloned();
-        Self { round, progress }
+        let end = round.closed_at.unwrap_or_else(now_unix);
+        Self {
+            elapsed_s: end.saturating_sub(round.opened_at).max(0),
+            round,
+            progress,
+        }
     }
 }
 
@@ -193,16 +203,66 @@ pub(crate) async fn submissions(
     Ok(Json(s.store.submissions(&filter).await?))
 }
 
+/// How many of a submission's rounds its answer carries, newest first.
+pub(crate) const SUBMISSION_ROUNDS: u32 = 20;
+
+/// A submission with its verdict in every round it ran in.
+#[derive(Debug, Serialize)]
+pub(crate) struct SubmissionView {
+    #[serde(flatten)]
+    pub submission: SubmissionRow,
+    pub rounds: Vec<SubmissionRound>,
+}
+
+/// One round of a submission: the round's state and the submission's row in it (outcome,
+/// score, noise, lead, the report explaining the verdict), and where its log is.
+#[derive(Debug, Serialize)]
+pub(crate) struct SubmissionRound {
+    pub round_id: i64,
+    pub state: RoundState,
+    pub void_reason: Option<String>,
+    pub opened_at: i64,
+    pub closed_at: Option<i64>,
+    #[serde(flatten)]
+    pub contestant: ContestantRow,
+    pub log: String,
+}
+
 pub(crate) async fn submission(
     State(s): State<StatusState>,
+    headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<SubmissionRow>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = params::path(id)?;
-    s.store
+    let sub = s
+        .store
         .submission(&id)
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound("unknown submission".into()))
+        .ok_or_else(|| ApiError::NotFound("unknown submission".into()))?;
+    let rounds = s.store.rounds_of(&id, SUBMISSION_ROUNDS).await?;
+    if html::wants_html(&headers) {
+        return Ok(html::submission_page(&sub, &rounds));
+    }
+    let rounds = rounds
+        .into_iter()
+        .filter_map(|r| {
+            let contestant = r.contestants.into_iter().find(|c| c.submission_id == id)?;
+            Some(SubmissionRound {
+                log: format!("/rounds/{}/logs/{}", r.id, contestant.submission_id),
+                round_id: r.id,
+                state: r.state,
+                void_reason: r.void_reason,
+                opened_at: r.opened_at,
+                closed_at: r.closed_at,
+                contestant,
+            })
+        })
+        .collect();
+    Ok(Json(SubmissionView {
+        submission: sub,
+        rounds,
+    })
+    .into_response())
 }
 
 pub(crate) async fn rounds(
@@ -222,15 +282,20 @@ pub(crate) async fn rounds(
 
 pub(crate) async fn round(
     State(s): State<StatusState>,
+    headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<RoundView>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = params::round_id(&params::path(id)?)?;
     let round = s
         .store
         .round(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("round {id} not found")))?;
-    Ok(Json(RoundView::new(round, &s.snapshot())))
+    let snap = s.snapshot();
+    if html::wants_html(&headers) {
+        return Ok(html::round_page(&round, &snap));
+    }
+    Ok(Json(RoundView::new(round, &snap)).into_response())
 }
 
 /// A container log as `text/plain`; `nosniff` and a sandboxing CSP keep a browser from

@@ -15,10 +15,14 @@
 //! | `/health` | `{"ok":true,...}`, 503 when the store cannot be read |
 //! | `/status` | the snapshot, submission counts per state, king, open rounds, last weights |
 //! | `/king`, `/king/history?limit=` | the king (or `null`), its history newest first |
-//! | `/submissions?state=&hotkey=&uid=&limit=`, `/submissions/{id}` | submissions |
+//! | `/submissions?state=&hotkey=&uid=&limit=` | submissions |
+//! | `/submissions/{id}` | one submission with its verdict, explained, in each of its rounds |
 //! | `/rounds?limit=`, `/rounds/{id}` | rounds newest first, with the pod's live progress |
 //! | `/rounds/{id}/logs/{label}` | a container log, `text/plain` |
 //! | `/metrics` | Prometheus exposition |
+//!
+//! `/submissions/{id}` and `/rounds/{id}` answer a page instead of JSON when the request's
+//! `Accept` asks for `text/html`, as a browser's does (`Vary: Accept`).
 //!
 //! Errors are `{"error": "..."}` with the matching status; a store failure is a 500 with
 //! a generic message, its detail goes to the log.

@@ -23,7 +23,9 @@ pub(crate) async fn metrics(State(s): State<StatusState>) -> Result<Response, Ap
     let counts = s.store.submission_counts().await?;
     let king = s.store.king().await?;
     let open_rounds = s.store.open_round_count().await?;
+    let last_completed = s.store.last_completed_round_at().await?;
     let snap = s.snapshot();
+    let now = crate::api::now_unix();
 
     let scrape = PrometheusBuilder::new().build_recorder();
     metrics::with_local_recorder(&scrape, || {
@@ -38,6 +40,21 @@ pub(crate) async fn metrics(State(s): State<StatusState>) -> Result<Response, Ap
             metrics::gauge!("cacheon_king_uid").set(f64::from(k.uid));
             metrics::describe_gauge!("cacheon_king_score", "The king's latest score.");
             metrics::gauge!("cacheon_king_score").set(k.score);
+        }
+        if let Some(at) = last_completed {
+            metrics::describe_gauge!(
+                "cacheon_last_completed_round_timestamp_seconds",
+                metrics::Unit::Seconds,
+                "When the last completed round closed (unix time)."
+            );
+            metrics::gauge!("cacheon_last_completed_round_timestamp_seconds").set(at as f64);
+            metrics::describe_gauge!(
+                "cacheon_last_completed_round_age_seconds",
+                metrics::Unit::Seconds,
+                "Time since the last completed round closed; alert when it grows."
+            );
+            metrics::gauge!("cacheon_last_completed_round_age_seconds")
+                .set(now.saturating_sub(at).max(0) as f64);
         }
         if let Some(block) = snap.chain_block {
             metrics::describe_gauge!("cacheon_chain_block", "The last finalized block seen.");

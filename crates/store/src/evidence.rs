@@ -1,10 +1,12 @@
 //! What each score was measured with (issue 16): the contestants' noise figures, the
-//! challengers' leads over the king, and the round's confirmation pass. Recorded in the
-//! same transaction that applies the round, and only while it is open, so a replay changes
-//! nothing. Split from `write` for size; these are `WriteTx` operations like the others.
+//! challengers' leads over the king, the round's confirmation pass, and each verdict's
+//! report (issue 17). Recorded in the same transaction that applies the round, and only
+//! while it is open, so a replay changes nothing. Split from `write` for size; these are
+//! `WriteTx` operations like the others.
 
 use cacheon_core::confirm::ConfirmationRecord;
 use cacheon_core::noise::{Lead, ScoreNoise};
+use cacheon_core::report::ContestantReport;
 use cacheon_core::SubmissionId;
 
 use crate::write::WriteTx;
@@ -20,6 +22,8 @@ pub struct ContestantEvidence {
     pub content: Option<String>,
     /// Its score in the round's confirmation pass, when it was measured again and scored.
     pub confirm_score: Option<f64>,
+    /// Its verdict explained (`cacheon_core::report`).
+    pub report: Option<ContestantReport>,
 }
 
 impl WriteTx {
@@ -40,12 +44,13 @@ impl WriteTx {
         }
         for c in contestants {
             sqlx::query(
-                "UPDATE round_contestants SET noise = ?, lead = ?, confirm_score = ? \
+                "UPDATE round_contestants SET noise = ?, lead = ?, confirm_score = ?, report = ? \
                  WHERE round_id = ? AND submission_id = ?",
             )
             .bind(c.noise.as_ref().map(json).transpose()?)
             .bind(c.lead.as_ref().map(json).transpose()?)
             .bind(c.confirm_score)
+            .bind(c.report.as_ref().map(json).transpose()?)
             .bind(round_id)
             .bind(c.submission.to_string())
             .execute(&mut *self.tx)

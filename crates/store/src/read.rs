@@ -4,6 +4,7 @@
 
 use cacheon_core::confirm::ConfirmationRecord;
 use cacheon_core::noise::{Lead, ScoreNoise};
+use cacheon_core::report::ContestantReport;
 use cacheon_core::{Role, SubmissionState};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Executor, FromRow, QueryBuilder, Row, Sqlite};
@@ -94,6 +95,8 @@ pub struct ContestantRow {
     pub lead: Option<Lead>,
     /// Its score in the round's confirmation pass.
     pub confirm_score: Option<f64>,
+    /// Its verdict explained: speed against the baseline, the gate's findings, timings.
+    pub report: Option<ContestantReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -210,8 +213,8 @@ pub(crate) async fn round(db: &mut sqlx::SqliteConnection, id: i64) -> Result<Op
         return Ok(None);
     };
     let contestants = sqlx::query(
-        "SELECT submission_id, role, position, outcome, score, reason, noise, lead, confirm_score \
-         FROM round_contestants WHERE round_id = ? ORDER BY position",
+        "SELECT submission_id, role, position, outcome, score, reason, noise, lead, confirm_score, \
+         report FROM round_contestants WHERE round_id = ? ORDER BY position",
     )
     .bind(id)
     .fetch_all(&mut *db)
@@ -228,6 +231,7 @@ pub(crate) async fn round(db: &mut sqlx::SqliteConnection, id: i64) -> Result<Op
             noise: from_json(c.try_get("noise")?)?,
             lead: from_json(c.try_get("lead")?)?,
             confirm_score: c.try_get("confirm_score")?,
+            report: from_json(c.try_get("report")?)?,
         })
     })
     .collect::<Result<Vec<_>>>()?;
@@ -364,6 +368,33 @@ impl Store {
             rounds.extend(round(&mut conn, id).await?);
         }
         Ok(rounds)
+    }
+
+    /// The rounds `submission` was a contestant in, newest first.
+    pub async fn rounds_of(&self, submission: &str, limit: u32) -> Result<Vec<RoundRow>> {
+        let mut conn = self.reader().begin().await?;
+        let ids: Vec<(i64,)> = sqlx::query_as(
+            "SELECT round_id FROM round_contestants WHERE submission_id = ? \
+             ORDER BY round_id DESC LIMIT ?",
+        )
+        .bind(submission)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut rounds = Vec::with_capacity(ids.len());
+        for (id,) in ids {
+            rounds.extend(round(&mut conn, id).await?);
+        }
+        Ok(rounds)
+    }
+
+    /// When the last completed round closed (unix seconds), if one has.
+    pub async fn last_completed_round_at(&self) -> Result<Option<i64>> {
+        let (at,): (Option<i64>,) =
+            sqlx::query_as("SELECT MAX(closed_at) FROM rounds WHERE state = 'completed'")
+                .fetch_one(self.reader())
+                .await?;
+        Ok(at)
     }
 
     /// How many rounds are open.

@@ -833,12 +833,18 @@ async fn a_copy_by_content_is_rejected_and_the_evidence_is_kept_once() {
         second: None,
         outcome: Confirmation::NotConfirmed,
     };
+    let mut report = cacheon_core::report::ContestantReport::default();
+    report.timings.workload_s = 12.5;
+    report
+        .stream_faults
+        .insert(cacheon_core::gate::StreamFault::Stalled, 1);
     let evidence = [ContestantEvidence {
         submission: original("C:4"),
         noise: None,
         lead: Some(lead),
         content: Some(other.clone()),
         confirm_score: Some(0.29),
+        report: Some(report.clone()),
     }];
     tx.record_evidence(round.id, &evidence, Some(&record))
         .await
@@ -874,10 +880,22 @@ async fn a_copy_by_content_is_rejected_and_the_evidence_is_kept_once() {
     assert_eq!(row("B:3").outcome.as_deref(), Some("rejected"));
     assert_eq!(row("C:4").lead, Some(lead));
     assert_eq!(row("C:4").confirm_score, Some(0.29));
+    assert_eq!(row("C:4").report, Some(report));
+    assert_eq!(row("A:2").report, None);
+    // The submission's own rounds, newest first, carry the same rows.
+    let mine = store.rounds_of("C:4", 10).await.unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].id, round.id);
+    assert!(store.rounds_of("Z:99", 10).await.unwrap().is_empty());
+    assert_eq!(
+        store.last_completed_round_at().await.unwrap(),
+        stored.closed_at
+    );
     // Once closed, the round's evidence is never rewritten.
     let mut tx = store.write().await.unwrap();
     let later = [ContestantEvidence {
         confirm_score: Some(9.0),
+        report: None,
         ..evidence[0].clone()
     }];
     tx.record_evidence(round.id, &later, None).await.unwrap();

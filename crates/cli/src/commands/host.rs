@@ -10,11 +10,12 @@ use cacheon_core::reference::{Digest, ImageRef};
 use cacheon_core::{KingRule, SubmissionId};
 use cacheon_handoff::documents::BaselineImage;
 use cacheon_handoff::{layout, Bucket};
+use cacheon_host::observe::SECONDS_BUCKETS;
 use cacheon_host::{CommandProvisioner, Host, HostConfig, Provisioner, Signer, StaticProvisioner};
 use cacheon_status::{LogSource, StatusState};
 use cacheon_store::Store;
 use futures_util::future::BoxFuture;
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::daemons::ProvisionerKind;
@@ -166,8 +167,11 @@ async fn run_host(a: &HostRunArgs) -> anyhow::Result<()> {
         tracing::warn!("could not check or create the bucket (continuing): {e}");
     }
     let metrics = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .context("setting the histogram buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
+    cacheon_host::observe::describe();
     let mut host = Host::new(
         cfg,
         store.clone(),

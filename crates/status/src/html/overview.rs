@@ -1,16 +1,13 @@
-//! `/`: one self-contained HTML page a person can read (no scripts, no external assets).
-//!
-//! Every dynamic value goes through [`escape_html`] (cells through [`td`]); the response
-//! also carries a Content-Security-Policy that forbids scripts, so a miner's text cannot
-//! become markup even if a value slipped through.
+//! `/`: the overview: this validator, the king, submissions, open and recent rounds, the
+//! king's history; every submission and round links to its own page.
 
 use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use cacheon_core::confirm::{Comparison, ConfirmationRecord};
 use cacheon_core::noise::Interval;
 use cacheon_store::{KingEvent, RoundRow, RoundState, SubmissionFilter, SubmissionRow};
 
+use super::{duration, escape_html, link, opt, page, score, td, td_digest, td_submission, utc};
 use crate::api::{load_king, now_unix, KingView};
 use crate::error::ApiError;
 use crate::{HostSnapshot, Mode, StatusState};
@@ -18,64 +15,6 @@ use crate::{HostSnapshot, Mode, StatusState};
 const RECENT_SUBMISSIONS: u32 = 50;
 const RECENT_ROUNDS: u32 = 5;
 const RECENT_KING_EVENTS: u32 = 20;
-const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; \
-                   form-action 'none'; frame-ancestors 'none'";
-const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}\
-table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.2em .5em;\
-text-align:left;vertical-align:top}th{background:#f3f3f3}code,pre{font-size:12px}\
-pre{background:#f7f7f7;padding:.5em;max-height:20em;overflow:auto;white-space:pre-wrap}\
-.banner{padding:.6em 1em;font-weight:bold;border-radius:4px}.observe{background:#fff3cd}\
-.dry_run{background:#d9ecff}.active{background:#d4edda}.err{color:#a00}";
-
-/// Escapes the five characters that matter in HTML text and attribute values.
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// One table cell with escaped content.
-fn td(s: &str) -> String {
-    format!("<td>{}</td>", escape_html(s))
-}
-
-fn opt<T: ToString>(v: Option<T>) -> String {
-    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
-}
-
-fn score(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.4}"))
-}
-
-/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (proleptic Gregorian, days-from-civil
-/// inverted as in Howard Hinnant's `civil_from_days`).
-fn utc(ts: i64) -> String {
-    let (days, secs) = (ts.div_euclid(86_400), ts.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
 
 pub(crate) async fn index(State(s): State<StatusState>) -> Result<Response, ApiError> {
     let snap = s.snapshot();
@@ -95,12 +34,6 @@ pub(crate) async fn index(State(s): State<StatusState>) -> Result<Response, ApiE
     closed.truncate(RECENT_ROUNDS as usize);
 
     let mut h = String::with_capacity(16 * 1024);
-    h.push_str("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">");
-    h.push_str("<meta http-equiv=\"refresh\" content=\"30\">");
-    h.push_str(&format!(
-        "<title>Cacheon validator, netuid {}</title><style>{STYLE}</style></head><body>",
-        snap.netuid
-    ));
     h.push_str(&format!(
         "<h1>Cacheon validator <small>{}</small></h1>",
         escape_html(&snap.version)
@@ -126,21 +59,11 @@ pub(crate) async fn index(State(s): State<StatusState>) -> Result<Response, ApiE
          <a href=\"/rounds\">/rounds</a> <a href=\"/metrics\">/metrics</a>. \
          Filter submissions with <code>?state=&amp;hotkey=&amp;uid=&amp;limit=</code>.</p>",
     );
-    h.push_str(&format!(
-        "<p><small>Rendered {}.</small></p></body></html>",
-        utc(now_unix())
-    ));
-
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CONTENT_SECURITY_POLICY, CSP),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        h,
-    )
-        .into_response())
+    Ok(page(
+        &format!("Cacheon validator, netuid {}", snap.netuid),
+        Some(30),
+        &h,
+    ))
 }
 
 fn host(h: &mut String, snap: &HostSnapshot) {
@@ -200,12 +123,12 @@ fn king_section(h: &mut String, king: Option<&KingView>) {
         return;
     };
     h.push_str("<table><tr><th>submission</th><th>uid</th><th>score</th><th>crowned at block</th><th>image</th><th>digest</th></tr><tr>");
-    h.push_str(&td(&k.king.submission_id));
+    h.push_str(&td_submission(&k.king.submission_id));
     h.push_str(&td(&k.king.uid.to_string()));
     h.push_str(&td(&score(Some(k.king.score))));
     h.push_str(&td(&k.king.crowned_at_block.to_string()));
     h.push_str(&td(&opt(k.image.as_deref())));
-    h.push_str(&td(&opt(k.digest.as_deref())));
+    h.push_str(&td_digest(k.digest.as_deref()));
     h.push_str("</tr></table>");
     if let Some(f) = &k.fresh_scores {
         h.push_str(&format!(
@@ -221,40 +144,25 @@ fn rounds_section(h: &mut String, open: &[RoundRow], snap: &HostSnapshot) {
     if open.is_empty() {
         h.push_str("<p>None.</p>");
     }
+    let now = now_unix();
     for r in open {
+        let phase = snap
+            .progress
+            .get(&r.id)
+            .and_then(|p| p.get("phase"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("-");
         h.push_str(&format!(
-            "<h3><a href=\"/rounds/{0}\">Round {0}</a></h3><p>seed block {1}, opened {2}, \
-             deadline {3}</p>",
-            r.id,
+            "<h3>{}</h3><p>Phase: <b>{}</b>, running for {}; seed block {}, opened {}, \
+             deadline {}</p>",
+            link(&format!("/rounds/{}", r.id), &format!("Round {}", r.id)),
+            escape_html(phase),
+            duration(now.saturating_sub(r.opened_at) as f64),
             r.seed_block,
             utc(r.opened_at),
             utc(r.deadline_at)
         ));
-        h.push_str("<table><tr><th>#</th><th>role</th><th>submission</th><th>outcome</th><th>score</th><th>reason</th><th>log</th></tr>");
-        for c in &r.contestants {
-            h.push_str("<tr>");
-            h.push_str(&td(&c.position.to_string()));
-            h.push_str(&td(c.role.code()));
-            h.push_str(&td(&c.submission_id));
-            h.push_str(&td(&opt(c.outcome.as_deref())));
-            h.push_str(&td(&score(c.score)));
-            h.push_str(&td(&opt(c.reason.as_deref())));
-            let href = escape_html(&format!("/rounds/{}/logs/{}", r.id, c.submission_id));
-            h.push_str(&format!("<td><a href=\"{href}\">log</a></td></tr>"));
-        }
-        h.push_str("</table>");
-        match snap.progress.get(&r.id) {
-            Some(p) => {
-                let phase = p.get("phase").and_then(|v| v.as_str()).unwrap_or("-");
-                let pretty = serde_json::to_string_pretty(p).unwrap_or_default();
-                h.push_str(&format!(
-                    "<p>Phase: <b>{}</b></p><details><summary>progress</summary><pre>{}</pre></details>",
-                    escape_html(phase),
-                    escape_html(&pretty)
-                ));
-            }
-            None => h.push_str("<p>No progress reported yet.</p>"),
-        }
+        super::round::contestants(h, r, snap);
     }
 }
 
@@ -279,7 +187,7 @@ fn lead(c: &Comparison) -> String {
     lead_text(c.lead(), c.noise)
 }
 
-fn confirmation(r: &ConfirmationRecord) -> String {
+pub(super) fn confirmation(r: &ConfirmationRecord) -> String {
     let second = r
         .second
         .as_ref()
@@ -307,8 +215,8 @@ fn closed_section(h: &mut String, rounds: &[RoundRow]) {
             other => other.code().to_owned(),
         };
         h.push_str(&format!(
-            "<h3><a href=\"/rounds/{0}\">Round {0}</a> <small>{1}, closed {2}</small></h3>",
-            r.id,
+            "<h3>{} <small>{}, closed {}</small></h3>",
+            link(&format!("/rounds/{}", r.id), &format!("Round {}", r.id)),
             escape_html(&state),
             r.closed_at.map_or_else(|| "-".to_owned(), utc)
         ));
@@ -319,7 +227,7 @@ fn closed_section(h: &mut String, rounds: &[RoundRow]) {
         for c in &r.contestants {
             h.push_str("<tr>");
             h.push_str(&td(c.role.code()));
-            h.push_str(&td(&c.submission_id));
+            h.push_str(&td_submission(&c.submission_id));
             let outcome = match (&c.outcome, &c.reason) {
                 (Some(o), Some(reason)) => format!("{o}: {reason}"),
                 (o, _) => opt(o.as_deref()),
@@ -346,7 +254,7 @@ fn submissions_section(h: &mut String, subs: &[SubmissionRow]) {
     h.push_str("<table><tr><th>submission</th><th>uid</th><th>image</th><th>state</th><th>reason</th><th>score</th><th>round</th><th>observed</th></tr>");
     for sub in subs {
         h.push_str("<tr>");
-        h.push_str(&td(&sub.id));
+        h.push_str(&td_submission(&sub.id));
         h.push_str(&td(&opt(sub.uid)));
         h.push_str(&td(&opt(sub.image.as_deref())));
         h.push_str(&td(sub.state.code()));
@@ -365,7 +273,7 @@ fn history_section(h: &mut String, events: &[KingEvent]) {
         h.push_str("<tr>");
         h.push_str(&td(&utc(e.at)));
         h.push_str(&td(&e.event));
-        h.push_str(&td(&e.submission_id));
+        h.push_str(&td_submission(&e.submission_id));
         h.push_str(&td(&e.uid.to_string()));
         h.push_str(&td(&score(e.score)));
         h.push_str(&td(&e.block.to_string()));
@@ -374,36 +282,4 @@ fn history_section(h: &mut String, events: &[KingEvent]) {
         h.push_str("</tr>");
     }
     h.push_str("</table>");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_a_hostile_string() {
-        let hostile = r#"<script>alert("x&y")</script><img src=x onerror='1'>"#;
-        let out = escape_html(hostile);
-        assert_eq!(
-            out,
-            "&lt;script&gt;alert(&quot;x&amp;y&quot;)&lt;/script&gt;\
-             &lt;img src=x onerror=&#39;1&#39;&gt;"
-        );
-        for c in ['<', '>', '"', '\''] {
-            assert!(!out.contains(c), "{c} survived");
-        }
-        assert_eq!(escape_html("plain ss58 5Grw…"), "plain ss58 5Grw…");
-        assert_eq!(td("<b>"), "<td>&lt;b&gt;</td>");
-    }
-
-    #[test]
-    fn formats_utc() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
-        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20 UTC");
-        assert_eq!(utc(-1), "1969-12-31 23:59:59 UTC");
-        // Absurd values format without overflow.
-        let _ = utc(i64::MAX);
-        let _ = utc(i64::MIN);
-    }
 }

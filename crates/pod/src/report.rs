@@ -1,0 +1,188 @@
+//! From what the pod measured to the report a miner reads (`cacheon_core::report`): built
+//! beside each verdict, where the runs, the prompts and the gate's findings all are.
+
+use std::collections::BTreeMap;
+
+use cacheon_core::gate::{GateFailure, GateThresholds, GateVerdict};
+use cacheon_core::prompts::PromptSet;
+use cacheon_core::report::{
+    quote, quote_tail, ContestantReport, FailureExample, GateReport, SpeedReport, Timings,
+    CONTEXT_CHARS, FIRST_FAILURES, PROMPT_QUOTE_CHARS,
+};
+use cacheon_handoff::documents::{ContestantResult, Measurement, StepTimings};
+use cacheon_harness::{Evaluation, Summary, WorkloadRun};
+
+/// What judging a measured contestant had at hand.
+pub struct Judged<'a> {
+    pub evaluation: &'a Evaluation,
+    pub baseline: &'a Summary,
+    pub baseline_run: &'a WorkloadRun,
+    pub run: &'a WorkloadRun,
+    pub prompts: &'a PromptSet,
+    pub thresholds: &'a GateThresholds,
+}
+
+/// The report of a contestant: `judged` is `None` when it failed before it could be
+/// judged (its pull, start, health or stream ended it).
+pub fn contestant(r: &ContestantResult, judged: Option<&Judged<'_>>) -> ContestantReport {
+    let mut report = ContestantReport {
+        timings: timings(&r.timings, r.hardware.gpus.len()),
+        ..ContestantReport::default()
+    };
+    if let Some(early) = &r.timings.stopped_early {
+        for f in &early.faults {
+            *report.stream_faults.entry(*f).or_default() += 1;
+        }
+    }
+    if let Measurement::Failed { detail, .. } = &r.measurement {
+        if r.timings.stopped_early.is_some() {
+            report.stopped_early = Some(detail.clone());
+        }
+    }
+    let Some(j) = judged else {
+        return report;
+    };
+    let verdict = &j.evaluation.verdict;
+    report.speed = SpeedReport::new(
+        verdict.passed,
+        cacheon_core::Speed {
+            ttft_s: j.baseline.ttft_s,
+            tps: j.baseline.tps,
+        },
+        j.evaluation.speed(),
+    );
+    report.stream_faults = stream_faults(verdict);
+    report.gate = Some(gate(j, verdict));
+    report
+}
+
+/// The pod's timings in seconds, with the GPU time the turn held.
+pub fn timings(t: &StepTimings, gpus: usize) -> Timings {
+    let s = |ms: u64| ms as f64 / 1000.0;
+    let gpus = u32::try_from(gpus).unwrap_or(u32::MAX);
+    Timings {
+        pull_s: s(t.pull_ms),
+        start_s: s(t.start_ms.min(t.startup_ms)),
+        ready_s: s(t.startup_ms.saturating_sub(t.start_ms)),
+        workload_s: s(t.workload_ms),
+        teardown_s: s(t.teardown_ms),
+        total_s: s(t.total_ms),
+        gpus,
+        gpu_seconds: f64::from(gpus) * s(t.total_ms),
+    }
+}
+
+fn stream_faults(verdict: &GateVerdict) -> BTreeMap<cacheon_core::gate::StreamFault, usize> {
+    let mut faults = BTreeMap::new();
+    for r in &verdict.requests {
+        for f in &r.failures {
+            if let GateFailure::InvalidStream { fault } = f {
+                *faults.entry(*fault).or_default() += 1;
+            }
+        }
+    }
+    faults
+}
+
+fn gate(j: &Judged<'_>, verdict: &GateVerdict) -> GateReport {
+    let mut by_check: BTreeMap<String, usize> = BTreeMap::new();
+    let mut failed = 0;
+    for r in verdict.requests.iter().filter(|r| !r.passed()) {
+        failed += 1;
+        let mut codes: Vec<&str> = r.failures.iter().map(GateFailure::code).collect();
+        codes.dedup();
+        for code in codes {
+            *by_check.entry(code.to_owned()).or_default() += 1;
+        }
+    }
+    let mut failing: Vec<_> = verdict.requests.iter().filter(|r| !r.passed()).collect();
+    failing.sort_by_key(|r| r.prompt_index);
+    let first_failures = failing
+        .iter()
+        .take(FIRST_FAILURES)
+        .filter_map(|r| {
+            let failure = r.failures.first()?;
+            Some(example(j, r.prompt_index, failure))
+        })
+        .collect();
+    GateReport {
+        passed: verdict.passed,
+        pass_fraction: verdict.pass_fraction,
+        min_pass_fraction: j.thresholds.min_pass_fraction,
+        requests: verdict.requests.len(),
+        failed,
+        by_check,
+        first_failures,
+    }
+}
+
+fn example(j: &Judged<'_>, prompt_index: usize, failure: &GateFailure) -> FailureExample {
+    let prompt = j
+        .prompts
+        .prompts
+        .iter()
+        .find(|p| p.index == prompt_index)
+        .and_then(|p| p.messages.iter().rev().find(|m| m.role == "user"))
+        .map(|m| quote(&m.content, PROMPT_QUOTE_CHARS))
+        .unwrap_or_default();
+    let position = match failure {
+        GateFailure::LowAgreement {
+            first_disagreement, ..
+        } => Some(*first_disagreement),
+        GateFailure::OffReference { position, .. } => Some(*position),
+        _ => None,
+    };
+    let tokens_of = |run: &WorkloadRun| {
+        run.scored()
+            .find(|s| s.prompt_index == prompt_index)
+            .and_then(|s| s.logprobs.clone())
+    };
+    let baseline = tokens_of(j.baseline_run);
+    let (mut expected, mut context, mut got) = (None, None, None);
+    if let Some(p) = position {
+        if let Some(tokens) = &baseline {
+            expected = tokens.get(p).map(|t| t.token.clone());
+            let before: String = tokens.iter().take(p).map(|t| t.token.as_str()).collect();
+            context = Some(quote_tail(&before, CONTEXT_CHARS));
+        }
+        got = tokens_of(j.run).and_then(|t| t.get(p).map(|t| t.token.clone()));
+    }
+    FailureExample {
+        prompt_index,
+        prompt,
+        check: failure.code().to_owned(),
+        detail: failure.to_string(),
+        position,
+        expected,
+        context,
+        got,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timings_split_startup_and_price_the_gpus() {
+        let t = StepTimings {
+            pull_ms: 1500,
+            startup_ms: 4000,
+            start_ms: 250,
+            workload_ms: 10_000,
+            teardown_ms: 500,
+            total_ms: 16_000,
+            ..StepTimings::default()
+        };
+        let s = timings(&t, 4);
+        assert_eq!((s.start_s, s.ready_s), (0.25, 3.75));
+        assert_eq!(s.gpu_seconds, 64.0);
+        // An older result without `start_ms`: all of start-up counts as waiting for health.
+        let old = StepTimings {
+            startup_ms: 4000,
+            ..StepTimings::default()
+        };
+        assert_eq!(timings(&old, 0).ready_s, 4.0);
+        assert_eq!(timings(&old, 0).gpu_seconds, 0.0);
+    }
+}
