@@ -358,6 +358,112 @@ async fn html_page_shows_state_and_escapes_hostile_text() {
 }
 
 #[tokio::test]
+async fn a_submission_explains_its_verdict_in_json_and_as_a_page() {
+    let s = start().await;
+    let (status, carol) = s.json("/submissions/Carol:12").await;
+    assert_eq!(status, 200);
+    assert_eq!(carol["state"], "disqualified");
+    let rounds = carol["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 1, "{carol}");
+    let r = &rounds[0];
+    assert_eq!(
+        (r["round_id"].as_i64(), &r["state"]),
+        (Some(1), &json!("completed"))
+    );
+    assert_eq!(r["log"], "/rounds/1/logs/Carol:12");
+    let gate = &r["report"]["gate"];
+    assert_eq!(gate["pass_fraction"], 0.25);
+    assert_eq!(gate["min_pass_fraction"], 0.95);
+    assert_eq!(gate["by_check"]["low_agreement"], 9);
+    assert_eq!(gate["first_failures"][0]["expected"], " borrow");
+    assert_eq!(r["report"]["speed"]["baseline"]["ttft_s"], 0.1);
+    assert_eq!(r["report"]["stream_faults"]["stalled"], 1);
+
+    // Alice: her open round first, then round 1 with her speed against the baseline.
+    let (_, alice) = s.json("/submissions/Alice:10").await;
+    let ids: Vec<_> = alice["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["round_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [2, 1]);
+    let score = alice["rounds"][1]["report"]["speed"]["score"]
+        .as_f64()
+        .unwrap();
+    assert!((score - 0.3).abs() < 1e-9, "{score}");
+
+    // A browser asks for HTML and gets the page.
+    let page = |path: &'static str| {
+        let http = s.http.clone();
+        let url = format!("{}{path}", s.base);
+        async move {
+            let r = http
+                .get(url)
+                .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{path}");
+            let h = r.headers().clone();
+            assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+            assert!(h["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("default-src 'none'"));
+            r.text().await.unwrap()
+        }
+    };
+    let carol = page("/submissions/Carol:12").await;
+    for want in [
+        "pass fraction 0.250 (needs 0.950)",
+        "9 of 12 scored requests failed",
+        "<td>low_agreement</td><td class=\"n\">9</td>",
+        "<td>off_reference</td><td class=\"n\">7</td>",
+        "&quot; borrow&quot;",
+        "&quot; banana&quot;",
+        "0.012 s",
+        "0.100 s",
+        "Score = 0 (the gate failed",
+        "stalled",
+        "href=\"/rounds/1/logs/Carol:12\"",
+        "165 GPU-s (4 GPU(s))",
+    ] {
+        assert!(carol.contains(want), "{want} missing from\n{carol}");
+    }
+    assert!(!carol.contains("<script"), "unescaped miner text");
+    let alice = page("/submissions/Alice:10").await;
+    assert!(
+        alice.contains("0.5 × 40.00% + 0.5 × 20.00% = 0.3000"),
+        "{alice}"
+    );
+    assert!(alice.contains("The verdict appears here once the round closes"));
+
+    let round = page("/rounds/1").await;
+    for want in [
+        "0.060 s vs 0.100 s",
+        "480 vs 400 tok/s",
+        "0.250 (needs 0.950)",
+        "href=\"/submissions/Carol:12\"",
+        "median TTFT 0.100 s, throughput 400.0 tok/s",
+    ] {
+        assert!(round.contains(want), "{want} missing from\n{round}");
+    }
+    let live = page("/rounds/2").await;
+    assert!(
+        live.contains("http-equiv=\"refresh\""),
+        "a live round reloads"
+    );
+    assert!(live.contains("Phase: <b>contestant</b>"), "{live}");
+    assert!(live.contains("<th>elapsed</th>"), "{live}");
+
+    // Tools still get JSON from the same addresses.
+    let (_, round) = s.json("/rounds/1").await;
+    assert_eq!(round["contestants"][1]["report"]["gate"]["failed"], 9);
+    assert!(round["elapsed_s"].as_i64().unwrap() >= 0);
+}
+
+#[tokio::test]
 async fn a_broken_store_is_a_generic_500_and_health_says_so() {
     let (s, store) = start_with(None, None).await;
     assert_eq!(s.json("/health").await.0, 200);

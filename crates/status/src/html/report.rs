@@ -188,9 +188,8 @@ fn timings(h: &mut String, t: &Timings) {
         h.push_str(&td_n(&duration(s)));
     }
     h.push_str(&td_n(&format!(
-        "{} GPU-s ({} GPU(s))",
-        format_args!("{:.0}", t.gpu_seconds),
-        t.gpus
+        "{:.0} GPU-s ({} GPU(s))",
+        t.gpu_seconds, t.gpus
     )));
     h.push_str("</tr></table>");
 }

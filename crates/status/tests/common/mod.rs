@@ -8,8 +8,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use cacheon_core::gate::StreamFault;
+use cacheon_core::report::{ContestantReport, FailureExample, GateReport, SpeedReport, Timings};
 use cacheon_core::{
-    king_weights, Contender, CrownCause, CrownDecision, DisqualifyReason, SubmissionId,
+    king_weights, Contender, CrownCause, CrownDecision, DisqualifyReason, Speed, SubmissionId,
 };
 use cacheon_status::{HostSnapshot, LogSource, Mode, ScanReport, StatusState};
 use cacheon_store::{
@@ -104,6 +106,18 @@ pub async fn populated(dir: &Path) -> Store {
         ),
     ];
     let mut tx = store.write().await.unwrap();
+    let (fast, cheat) = reports();
+    let evidence = [("Alice:10", fast), ("Carol:12", cheat)].map(|(id, report)| {
+        cacheon_store::ContestantEvidence {
+            submission: id.parse().unwrap(),
+            noise: None,
+            lead: None,
+            content: None,
+            confirm_score: None,
+            report: Some(report),
+        }
+    });
+    tx.record_evidence(first, &evidence, None).await.unwrap();
     let out = tx.apply_round(first, &verdicts, &crown, 200).await.unwrap();
     assert_eq!(out, ApplyOutcome::Applied);
     tx.record_weights(
@@ -121,6 +135,73 @@ pub async fn populated(dir: &Path) -> Store {
     assert_eq!(open_round(&store).await, 2);
     record(&store, "Frank", 15, Some(6), commitment("frank/z", 6)).await;
     store
+}
+
+/// Round 1's reports: Alice fast and honest; Carol fast but failing the gate, with a
+/// hostile string where the baseline's output is quoted.
+pub fn reports() -> (ContestantReport, ContestantReport) {
+    let baseline = Speed {
+        ttft_s: 0.100,
+        tps: 400.0,
+    };
+    let timings = Timings {
+        pull_s: 2.5,
+        start_s: 0.4,
+        ready_s: 6.1,
+        workload_s: 31.0,
+        teardown_s: 1.2,
+        total_s: 41.2,
+        gpus: 4,
+        gpu_seconds: 164.8,
+    };
+    let alice_speed = Speed {
+        ttft_s: 0.060,
+        tps: 480.0,
+    };
+    let fast = ContestantReport {
+        speed: SpeedReport::new(true, baseline, alice_speed),
+        gate: Some(GateReport {
+            passed: true,
+            pass_fraction: 1.0,
+            min_pass_fraction: 0.95,
+            requests: 12,
+            failed: 0,
+            by_check: Default::default(),
+            first_failures: vec![],
+        }),
+        stream_faults: Default::default(),
+        stopped_early: None,
+        timings,
+    };
+    let carol_speed = Speed {
+        ttft_s: 0.012,
+        tps: 1900.0,
+    };
+    let cheat = ContestantReport {
+        speed: SpeedReport::new(false, baseline, carol_speed),
+        gate: Some(GateReport {
+            passed: false,
+            pass_fraction: 0.25,
+            min_pass_fraction: 0.95,
+            requests: 12,
+            failed: 9,
+            by_check: BTreeMap::from([("low_agreement".into(), 9), ("off_reference".into(), 7)]),
+            first_failures: vec![FailureExample {
+                prompt_index: 1,
+                prompt: format!("Explain the borrow checker {HOSTILE}"),
+                check: "low_agreement".into(),
+                detail: "agreement 12.5% with the baseline, first disagreement at token 2".into(),
+                position: Some(2),
+                expected: Some(" borrow".into()),
+                context: Some(format!("The{HOSTILE}")),
+                got: Some(" banana".into()),
+            }],
+        }),
+        stream_faults: BTreeMap::from([(StreamFault::Stalled, 1)]),
+        stopped_early: None,
+        timings,
+    };
+    (fast, cheat)
 }
 
 pub fn snapshot() -> HostSnapshot {
