@@ -249,6 +249,9 @@ pub struct GateVerdict {
     pub requests: Vec<RequestVerdict>,
 }
 
+/// The largest logprob difference one token contributes, in nats: far above any tolerance.
+pub const MAX_LOGPROB_DIFF: f64 = 1000.0;
+
 /// Checks one request.
 pub fn check_request(t: &GateThresholds, e: &RequestEvidence) -> RequestVerdict {
     let mut failures = Vec::new();
@@ -349,7 +352,14 @@ pub fn check_request(t: &GateThresholds, e: &RequestEvidence) -> RequestVerdict 
         };
         measured.logprob_coverage = coverage;
         if !pairs.is_empty() {
-            let total: f64 = pairs.iter().map(|(s, f)| (s - f).abs()).sum();
+            // Each difference is capped (NaN counts as the cap), so a server streaming
+            // absurd logprobs gets a finite mean that fails, never an infinity: verdicts
+            // travel as JSON, which has no infinities, and a refused `done.json` would void
+            // the round for everyone in it.
+            let total: f64 = pairs
+                .iter()
+                .map(|(s, f)| (s - f).abs().min(MAX_LOGPROB_DIFF))
+                .sum();
             measured.mean_abs_logprob_diff = Some(total / pairs.len() as f64);
         }
         if coverage < t.min_logprob_coverage {

@@ -54,10 +54,22 @@ pub struct SpeedReport {
 }
 
 impl SpeedReport {
-    /// `None` when the baseline's figures cannot serve as a reference (the round is void).
+    /// `None` when the baseline's figures cannot serve as a reference (the round is void)
+    /// or the contestant's are not finite (no request of a phase counted, say): reports
+    /// travel as JSON, which has no infinities.
     pub fn new(gate_passed: bool, baseline: Speed, contestant: Speed) -> Option<Self> {
         let (ttft_improvement, tps_improvement) = improvements(baseline, contestant).ok()?;
         let score = crate::score::score(gate_passed, baseline, contestant).ok()?;
+        let all = [
+            contestant.ttft_s,
+            contestant.tps,
+            ttft_improvement,
+            tps_improvement,
+            score,
+        ];
+        if !all.iter().all(|x| x.is_finite()) {
+            return None;
+        }
         Some(Self {
             contestant,
             baseline,
@@ -205,6 +217,12 @@ mod tests {
             tps: 1.0,
         };
         assert!(SpeedReport::new(true, bad, fast).is_none());
+        // No latency request counted: an infinite median has no place in a JSON document.
+        let uncounted = Speed {
+            ttft_s: f64::INFINITY,
+            tps: 10.0,
+        };
+        assert!(SpeedReport::new(false, BASE, uncounted).is_none());
     }
 
     #[test]

@@ -89,6 +89,25 @@ fn small_logprob_jitter_passes_and_large_fails() {
 }
 
 #[test]
+fn absurd_logprobs_fail_with_figures_a_json_document_can_carry() {
+    // Each difference is finite, their sum is not: without the cap the verdict would carry
+    // an infinity, which JSON writes as null and the host then refuses (voiding the round
+    // for everyone in it).
+    let mut e = honest();
+    for f in &mut e.forced {
+        f.streamed = Some(-1e308);
+    }
+    let v = check_request(&GateThresholds::default(), &e);
+    let codes: Vec<_> = v.failures.iter().map(GateFailure::code).collect();
+    assert_eq!(codes, ["dishonest_logprobs"]);
+    let mean = v.measured.mean_abs_logprob_diff.unwrap();
+    assert!(mean.is_finite(), "{mean}");
+    let json = serde_json::to_string(&v).unwrap();
+    let back: cacheon_core::gate::RequestVerdict = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, v);
+}
+
+#[test]
 fn fake_or_missing_logprobs_fail() {
     // A model claiming certainty the baseline does not share: the baseline gives its
     // tokens -1.0, it streams 0.0.

@@ -1,6 +1,7 @@
-//! What rounds cost, for `/metrics`: every closed round feeds the duration histograms, the
-//! per-contestant step and GPU-time histograms (from the reports the pod wrote) and the
-//! counters by disqualification and void reason.
+//! The host's metrics, for `/metrics`: their names and descriptions in one place, and what
+//! rounds cost: every closed round feeds the duration histograms, the per-contestant step
+//! and GPU-time histograms (from the reports the pod wrote) and the counters by
+//! disqualification and void reason.
 //!
 //! Called only when a round's closing transaction actually applied, so a replayed
 //! `done.json` counts nothing twice. Names follow Prometheus' conventions: base units in
@@ -28,6 +29,10 @@ pub const DISQUALIFIED: &str = "cacheon_disqualifications_total";
 pub const REJECTED: &str = "cacheon_rejections_total";
 pub const VOID: &str = "cacheon_rounds_void_total";
 pub const CLOSED: &str = "cacheon_rounds_closed_total";
+pub const OPENED: &str = "cacheon_rounds_opened_total";
+pub const SCANS: &str = "cacheon_scans_total";
+pub const OBSERVED: &str = "cacheon_submissions_observed_total";
+pub const WEIGHTS: &str = "cacheon_weights_total";
 
 /// Registers the descriptions, so a scrape explains every series.
 pub fn describe() {
@@ -69,6 +74,10 @@ pub fn describe() {
     );
     describe_counter!(VOID, "Rounds voided, by infrastructure reason.");
     describe_counter!(CLOSED, "Rounds closed, by outcome.");
+    describe_counter!(OPENED, "Rounds opened.");
+    describe_counter!(SCANS, "Chain scans for commitments.");
+    describe_counter!(OBSERVED, "New submissions seen on chain.");
+    describe_counter!(WEIGHTS, "Weight settings, by outcome.");
 }
 
 /// A round that completed: its duration, every contestant's steps, and its verdicts.

@@ -64,7 +64,7 @@ pub async fn open(host: &mut Host, head: BlockRef) -> Result<(), HostError> {
             contestants = round.contestants.len(),
             "round opened"
         );
-        metrics::counter!("cacheon_rounds_opened_total").increment(1);
+        metrics::counter!(crate::observe::OPENED).increment(1);
         hand_off_one(host, &round).await?;
     }
     Ok(())

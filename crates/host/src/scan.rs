@@ -85,8 +85,8 @@ pub async fn run(host: &mut Host) -> Result<BlockRef, HostError> {
             error: None,
         });
     });
-    metrics::counter!("cacheon_scans_total").increment(1);
-    metrics::counter!("cacheon_submissions_observed_total").increment(new as u64);
+    metrics::counter!(crate::observe::SCANS).increment(1);
+    metrics::counter!(crate::observe::OBSERVED).increment(new as u64);
     Ok(head)
 }
 

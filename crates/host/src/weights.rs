@@ -93,7 +93,7 @@ pub async fn run(host: &mut Host, head: BlockRef) -> Result<(), HostError> {
         WeightOutcome::Failed(_) => "failed",
         WeightOutcome::Skipped(_) => "skipped",
     };
-    metrics::counter!("cacheon_weights_total", "outcome" => label).increment(1);
+    metrics::counter!(crate::observe::WEIGHTS, "outcome" => label).increment(1);
     // A failed attempt stays due (its row says `failed`), retried after `weights_retry_blocks`.
     if !failed {
         host.state.weights_retry_at = None;

@@ -12,7 +12,7 @@ use cacheon_core::reference::{Digest, ImageRef};
 use cacheon_core::submission::InfraReason;
 use cacheon_handoff::documents::{
     ConfirmationPass, ContestantResult, ContestantStatus, Done, Job, JobContestant, Measurement,
-    RoundOutcome, RoundPhase,
+    RoundOutcome, RoundPhase, Verdict,
 };
 use cacheon_handoff::{layout, Bucket, Condition, HandoffError, Lease, Put};
 use tokio::task::JoinHandle;
@@ -227,6 +227,7 @@ async fn finish(
         finished_at: crate::now_unix(),
         confirmation,
     };
+    let done = readable(done);
     match ctx
         .bucket
         .put_doc(&layout::done(job.round_id), &done, Condition::IfNoneMatch)
@@ -237,6 +238,39 @@ async fn finish(
     }
     tracker.phase(RoundPhase::Done).await;
     Ok(())
+}
+
+/// `done` as the host will be able to read it. JSON has no NaN or infinity (serde writes
+/// `null`, which then fails to read as a number), and a refused `done.json` voids the round
+/// for everyone in it: so if a diagnostic figure somewhere is not finite, the diagnostics
+/// (reports, then the gate's per-request findings) are dropped and the verdicts kept.
+fn readable(mut done: Done) -> Done {
+    let reads_back = |d: &Done| {
+        serde_json::to_vec(d)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Done>(&b).ok())
+            .is_some()
+    };
+    if reads_back(&done) {
+        return done;
+    }
+    tracing::error!("done.json would not read back (a figure is not finite); dropping the reports");
+    for_each_verdict(&mut done, |v| v.report = None);
+    if reads_back(&done) {
+        return done;
+    }
+    tracing::error!("done.json would still not read back; dropping the gate's findings");
+    for_each_verdict(&mut done, |v| v.gate = None);
+    done
+}
+
+fn for_each_verdict(done: &mut Done, f: impl Fn(&mut Verdict)) {
+    if let RoundOutcome::Completed { verdicts } = &mut done.outcome {
+        verdicts.iter_mut().for_each(&f);
+    }
+    if let Some(pass) = &mut done.confirmation {
+        pass.verdicts.iter_mut().for_each(&f);
+    }
 }
 
 /// The results of `list` in that order of measurement, returned in the job's order (king
@@ -400,5 +434,56 @@ fn start_prefetch(
     match parse_image(c) {
         Ok((image, digest)) => ctx.engine.prefetch(image, digest, ctx.cfg.pull.clone()),
         Err(e) => tokio::spawn(async move { Err(e) }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cacheon_core::report::ContestantReport;
+    use cacheon_core::Role;
+    use cacheon_handoff::documents::{Hardware, VerdictKind};
+
+    #[test]
+    fn a_non_finite_diagnostic_never_refuses_the_round() {
+        let mut report = ContestantReport::default();
+        report.timings.gpu_seconds = f64::NAN;
+        let verdict = Verdict {
+            submission_id: "5Abc:1".into(),
+            role: Role::Challenger,
+            outcome: VerdictKind::Scored {
+                score: 0.5,
+                ttft_s: 0.1,
+                tps: 10.0,
+            },
+            gate: None,
+            noise: None,
+            lead: None,
+            content: None,
+            report: Some(report),
+        };
+        let done = Done {
+            round_id: 1,
+            pod_id: "p".into(),
+            hardware: Hardware::default(),
+            prompt_set_hash: "h".into(),
+            outcome: RoundOutcome::Completed {
+                verdicts: vec![verdict.clone()],
+            },
+            finished_at: 0,
+            confirmation: None,
+        };
+        let fixed = readable(done.clone());
+        let bytes = serde_json::to_vec(&fixed).unwrap();
+        let back: Done = serde_json::from_slice(&bytes).unwrap();
+        let RoundOutcome::Completed { verdicts } = back.outcome else {
+            panic!("completed")
+        };
+        assert_eq!(verdicts[0].outcome, verdict.outcome);
+        assert_eq!(verdicts[0].report, None);
+        // A document that reads back is left alone.
+        let mut fine = done;
+        for_each_verdict(&mut fine, |v| v.report = Some(ContestantReport::default()));
+        assert_eq!(readable(fine.clone()), fine);
     }
 }

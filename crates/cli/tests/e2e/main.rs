@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod overhead;
+mod seen;
 #[path = "../support/mod.rs"]
 mod support;
 mod world;
@@ -162,6 +163,9 @@ async fn host_and_pod_crown_defend_and_hand_over_the_crown() {
         .await;
     assert_eq!(malformed["reason"], "malformed:not_json");
     weights_sent_to(&w, FAST.0).await;
+    // What the miners and the operator see of round 1.
+    seen::verdict_reports(&w, &id(CHEATER.0, 992), &fast).await;
+    seen::prometheus_scrapes(&w, 1).await;
 
     // Round 2: 20 % faster than the king, under the 50 % margin: the king stays.
     w.node.set_block(1010);

@@ -25,7 +25,7 @@ const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;\
 max-width:1200px}table{border-collapse:collapse;margin:.5em 0 1.5em;max-width:100%}\
 td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:top;\
-overflow-wrap:anywhere}th{background:#f3f3f3}td.n{text-align:right;white-space:nowrap}\
+overflow-wrap:anywhere}th{background:#f3f3f3;overflow-wrap:normal}td.n{text-align:right;white-space:nowrap}\
 code,pre{font-size:12px}pre{background:#f7f7f7;padding:.5em;max-height:20em;overflow:auto;\
 white-space:pre-wrap;overflow-wrap:anywhere}.banner{padding:.6em 1em;font-weight:bold;\
 border-radius:4px}.observe{background:#fff3cd}.dry_run{background:#d9ecff}\
