@@ -205,8 +205,46 @@ pub async fn prometheus_scrapes(w: &World, rounds: u64) {
             .collect();
         println!("prometheus> {q}\n  {}", shown.join("\n  "));
     }
+    dashboard_queries(&api, &text).await;
     let _ = prometheus.kill();
     let _ = prometheus.wait();
+}
+
+/// Every query of the shipped Grafana dashboard is valid PromQL to a real Prometheus and
+/// names only metrics the host exports.
+async fn dashboard_queries(api: &str, exposition: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../grafana-dashboard.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    // Counters that only exist once their event happened (no void round in this test).
+    let after_an_event = ["cacheon_rounds_void_total", "cacheon_rejections_total"];
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let v: Value = reqwest::Client::new()
+                .get(api)
+                .query(&[("query", expr)])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(v["status"], "success", "{}: {expr}: {v}", panel["title"]);
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("cacheon_"))
+            {
+                assert!(
+                    exposition.contains(name) || after_an_event.contains(&name),
+                    "{}: `{name}` is not a metric the host exports",
+                    panel["title"]
+                );
+            }
+            queries += 1;
+        }
+    }
+    println!("grafana-dashboard.json: {queries} queries, all valid and on exported metrics");
 }
 
 fn run_with_stdin(tool: &str, args: &[&str], input: &str) -> (bool, String) {
