@@ -136,7 +136,20 @@ say "a pod (no GPUs, a toy model directory)"
   --models-dir "$state/models" 2>"$state/pod.log" &
 pids+=($!)
 
+# shot NAME PATH: the page as a person sees it, 1280 px wide (Debian's chromium, headless).
+shot() {
+  command -v chromium >/dev/null 2>&1 || return 0
+  local out="$state/screenshots/$1.png"
+  mkdir -p "$state/screenshots"
+  chromium --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage --no-first-run \
+    --disable-background-networking --disable-component-update --disable-sync --hide-scrollbars \
+    --user-data-dir="$state/chromium" --window-size=1280,1600 --screenshot="$out" "$status$2" \
+    >/dev/null 2>&1 && echo "screenshot of $2: $out"
+}
+
 say "waiting for the round (pull, run and measure 3 miners and the baseline, gate, crown)"
+wait_for "curl -sf $status/rounds/1 | grep -q '\"phase\"'" "round 1 under way" 300
+shot round-live /rounds/1
 wait_for "curl -sf $status/king | grep -q submission" "a king (see $state/host.log, $state/pod.log)" 300
 
 say "what the status API says"
@@ -172,6 +185,36 @@ if w:
     print(f"weights at block {w['block']}: uids {w['uids']} weights {w['weights']}: "
           f"{w['outcome']} ({w['detail']})")
 EOF
+
+say "what the miners see (/submissions/{id}: JSON here, the page in a browser)"
+python3 "$root/scripts/demo/show.py" verdicts "$status"
+
+say "the pages in headless Chromium at 1280 px"
+shot overview /
+cheater_id="$(python3 -c 'import json,sys; print(next(s["id"] for s in json.load(open(sys.argv[1])) if s["state"] == "disqualified"))' "$state/submissions.json")"
+shot submission-disqualified "/submissions/$cheater_id"
+king_id="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["submission_id"])' "$state/king.json")"
+shot submission-king "/submissions/$king_id"
+shot round-closed /rounds/1
+
+if command -v prometheus >/dev/null 2>&1; then
+  prom="http://127.0.0.1:${CACHEON_DEMO_PROMETHEUS_PORT:-9090}"
+  say "a real Prometheus scraping the host ($prom)"
+  printf 'global:\n  scrape_interval: 2s\nscrape_configs:\n  - job_name: cacheon-host\n    static_configs:\n      - targets: [%s]\n' \
+    "'127.0.0.1:$status_port'" >"$state/prometheus.yml"
+  rm -rf "$state/prometheus"
+  prometheus --config.file="$state/prometheus.yml" --storage.tsdb.path="$state/prometheus" \
+    --web.listen-address="${prom#http://}" >"$state/prometheus.log" 2>&1 &
+  pids+=($!)
+  wait_for "python3 '$root/scripts/demo/show.py' query $prom cacheon_round_duration_seconds_count | grep -q outcome" \
+    "Prometheus' first scrape" 60
+  python3 "$root/scripts/demo/show.py" query "$prom" \
+    cacheon_round_duration_seconds_count cacheon_round_duration_seconds_sum \
+    'cacheon_round_duration_seconds_bucket{le=~"10|30|60|120"}' \
+    'histogram_quantile(0.5, sum by (le) (cacheon_round_duration_seconds_bucket))' \
+    'sum by (role) (cacheon_contestant_workload_duration_seconds_sum)' \
+    cacheon_disqualifications_total cacheon_last_completed_round_age_seconds
+fi
 
 echo
 echo "Logs: $state/{host,pod,chain}.log. The status page: $status/"

@@ -1,0 +1,63 @@
+"""What scripts/demo.sh prints of a finished round (standard library only).
+
+  show.py verdicts STATUS_URL          every measured submission's verdict, explained
+  show.py query PROMETHEUS_URL QUERY…  instant queries against a Prometheus
+"""
+import json
+import sys
+import urllib.parse
+import urllib.request
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.load(r)
+
+
+def verdicts(status):
+    for sub in get(f"{status}/submissions"):
+        if not sub.get("round_id"):
+            continue
+        s = get(f"{status}/submissions/{sub['id']}")
+        for r in s["rounds"][:1]:
+            rep = r.get("report") or {}
+            print(f"{s['id']}: {s['state']} {s.get('reason') or ''} "
+                  f"(round {r['round_id']}, log {r['log']})")
+            sp = rep.get("speed")
+            if sp:
+                print(f"  TTFT {sp['contestant']['ttft_s']:.3f} s vs baseline "
+                      f"{sp['baseline']['ttft_s']:.3f} s ({sp['ttft_improvement']:+.1%}), "
+                      f"throughput {sp['contestant']['tps']:.1f} vs {sp['baseline']['tps']:.1f} "
+                      f"tok/s ({sp['tps_improvement']:+.1%}), score {sp['score']:.4f}")
+            g = rep.get("gate")
+            if g:
+                print(f"  gate {'passed' if g['passed'] else 'FAILED'}: pass fraction "
+                      f"{g['pass_fraction']:.3f} (needs {g['min_pass_fraction']}), {g['failed']} of "
+                      f"{g['requests']} failed, by check {g['by_check']}")
+                for f in g["first_failures"][:2]:
+                    print(f"    prompt #{f['prompt_index']}: {f['check']} at token "
+                          f"{f.get('position')}: baseline wrote {f.get('expected')!r}, "
+                          f"it wrote {f.get('got')!r}")
+            t = rep.get("timings")
+            if t:
+                print(f"  pull {t['pull_s']:.2f} s, start {t['start_s']:.2f} s, ready "
+                      f"{t['ready_s']:.2f} s, workload {t['workload_s']:.2f} s, teardown "
+                      f"{t['teardown_s']:.2f} s, {t['gpu_seconds']:.0f} GPU-s")
+
+
+def query(prometheus, queries):
+    for q in queries:
+        url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+        print(f"prometheus> {q}")
+        for r in get(url)["data"]["result"]:
+            labels = {k: v for k, v in r["metric"].items() if k not in ("instance", "job")}
+            print(f"  {labels} = {r['value'][1]}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["verdicts"]:
+        verdicts(sys.argv[2])
+    elif sys.argv[1:2] == ["query"]:
+        query(sys.argv[2], sys.argv[3:])
+    else:
+        sys.exit(__doc__)
