@@ -71,7 +71,12 @@ pub(super) fn verdict(h: &mut String, round: &RoundRow, c: &ContestantRow) {
 fn speed(h: &mut String, r: &ContestantReport) {
     h.push_str("<h4>Speed against the baseline</h4>");
     let Some(s) = &r.speed else {
-        h.push_str("<p>Not measured: the run ended before the workload finished.</p>");
+        h.push_str(if r.gate.is_some() {
+            "<p>No figures: the median TTFT or the throughput is undefined for this run \
+             (too few of its requests produced tokens that count).</p>"
+        } else {
+            "<p>Not measured: the run ended before the workload finished.</p>"
+        });
         return;
     };
     h.push_str(
