@@ -252,6 +252,16 @@ pub(crate) async fn round(db: &mut sqlx::SqliteConnection, id: i64) -> Result<Op
     }))
 }
 
+/// The rounds `ids`, in that order, read on one connection (one snapshot inside a
+/// transaction).
+async fn rounds(conn: &mut sqlx::SqliteConnection, ids: Vec<(i64,)>) -> Result<Vec<RoundRow>> {
+    let mut rounds = Vec::with_capacity(ids.len());
+    for (id,) in ids {
+        rounds.extend(round(&mut *conn, id).await?);
+    }
+    Ok(rounds)
+}
+
 /// A JSON column written by `evidence`; unreadable means the file was altered.
 fn from_json<T: serde::de::DeserializeOwned>(text: Option<String>) -> Result<Option<T>> {
     text.map(|t| {
@@ -306,15 +316,10 @@ impl Store {
 
     pub async fn open_rounds(&self) -> Result<Vec<RoundRow>> {
         let mut conn = self.reader().begin().await?;
-        let ids: Vec<(i64,)> =
-            sqlx::query_as("SELECT id FROM rounds WHERE state = 'open' ORDER BY id")
-                .fetch_all(&mut *conn)
-                .await?;
-        let mut rounds = Vec::with_capacity(ids.len());
-        for (id,) in ids {
-            rounds.extend(round(&mut conn, id).await?);
-        }
-        Ok(rounds)
+        let ids = sqlx::query_as("SELECT id FROM rounds WHERE state = 'open' ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await?;
+        rounds(&mut conn, ids).await
     }
 
     pub async fn last_weight_submission(&self) -> Result<Option<WeightSubmissionRow>> {
@@ -359,21 +364,17 @@ impl Store {
     /// one transaction so the list is one snapshot.
     pub async fn recent_rounds(&self, limit: u32) -> Result<Vec<RoundRow>> {
         let mut conn = self.reader().begin().await?;
-        let ids: Vec<(i64,)> = sqlx::query_as("SELECT id FROM rounds ORDER BY id DESC LIMIT ?")
+        let ids = sqlx::query_as("SELECT id FROM rounds ORDER BY id DESC LIMIT ?")
             .bind(i64::from(limit))
             .fetch_all(&mut *conn)
             .await?;
-        let mut rounds = Vec::with_capacity(ids.len());
-        for (id,) in ids {
-            rounds.extend(round(&mut conn, id).await?);
-        }
-        Ok(rounds)
+        rounds(&mut conn, ids).await
     }
 
     /// The rounds `submission` was a contestant in, newest first.
     pub async fn rounds_of(&self, submission: &str, limit: u32) -> Result<Vec<RoundRow>> {
         let mut conn = self.reader().begin().await?;
-        let ids: Vec<(i64,)> = sqlx::query_as(
+        let ids = sqlx::query_as(
             "SELECT round_id FROM round_contestants WHERE submission_id = ? \
              ORDER BY round_id DESC LIMIT ?",
         )
@@ -381,11 +382,7 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&mut *conn)
         .await?;
-        let mut rounds = Vec::with_capacity(ids.len());
-        for (id,) in ids {
-            rounds.extend(round(&mut conn, id).await?);
-        }
-        Ok(rounds)
+        rounds(&mut conn, ids).await
     }
 
     /// When the last completed round closed (unix seconds), if one has.
