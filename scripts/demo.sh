@@ -136,20 +136,17 @@ say "a pod (no GPUs, a toy model directory)"
   --models-dir "$state/models" 2>"$state/pod.log" &
 pids+=($!)
 
-# shot NAME PATH: the page as a person sees it, 1280 px wide (Debian's chromium, headless).
+# shot NAME=PATH...: the pages as a person sees them, 1280 px wide (Debian's chromium and
+# chromedriver, headless): content width against the window's, and a screenshot each.
 shot() {
-  command -v chromium >/dev/null 2>&1 || return 0
-  local out="$state/screenshots/$1.png"
-  mkdir -p "$state/screenshots"
-  chromium --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage --no-first-run \
-    --disable-background-networking --disable-component-update --disable-sync --hide-scrollbars \
-    --user-data-dir="$state/chromium" --window-size=1280,1600 --screenshot="$out" "$status$2" \
-    >/dev/null 2>&1 && echo "screenshot of $2: $out"
+  if command -v chromedriver >/dev/null 2>&1; then
+    python3 "$root/scripts/demo/show.py" pages "$status" "$state/screenshots" "$@"
+  fi
 }
 
 say "waiting for the round (pull, run and measure 3 miners and the baseline, gate, crown)"
 wait_for "curl -sf $status/rounds/1 | grep -q '\"phase\"'" "round 1 under way" 300
-shot round-live /rounds/1
+shot round-live=/rounds/1
 wait_for "curl -sf $status/king | grep -q submission" "a king (see $state/host.log, $state/pod.log)" 300
 
 say "what the status API says"
@@ -190,12 +187,10 @@ say "what the miners see (/submissions/{id}: JSON here, the page in a browser)"
 python3 "$root/scripts/demo/show.py" verdicts "$status"
 
 say "the pages in headless Chromium at 1280 px"
-shot overview /
 cheater_id="$(python3 -c 'import json,sys; print(next(s["id"] for s in json.load(open(sys.argv[1])) if s["state"] == "disqualified"))' "$state/submissions.json")"
-shot submission-disqualified "/submissions/$cheater_id"
 king_id="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["submission_id"])' "$state/king.json")"
-shot submission-king "/submissions/$king_id"
-shot round-closed /rounds/1
+shot overview=/ "submission-disqualified=/submissions/$cheater_id" \
+  "submission-king=/submissions/$king_id" round-closed=/rounds/1
 
 if command -v prometheus >/dev/null 2>&1; then
   prom="http://127.0.0.1:${CACHEON_DEMO_PROMETHEUS_PORT:-9090}"

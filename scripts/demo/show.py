@@ -2,6 +2,8 @@
 
   show.py verdicts STATUS_URL          every measured submission's verdict, explained
   show.py query PROMETHEUS_URL QUERY…  instant queries against a Prometheus
+  show.py pages STATUS_URL DIR NAME=PATH…  the pages in headless Chromium at 1280 px:
+                                         content width and a screenshot each
 """
 import json
 import sys
@@ -54,10 +56,69 @@ def query(prometheus, queries):
             print(f"  {labels} = {r['value'][1]}")
 
 
+def pages(status, outdir, named_paths):
+    """Each NAME=PATH in headless Chromium 1280 px wide (chromedriver over WebDriver): the
+    content width against the window's, and a screenshot."""
+    import base64
+    import os
+    import socket
+    import subprocess
+    import tempfile
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    driver = subprocess.Popen(["chromedriver", f"--port={port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+
+    def call(method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return json.load(r)["value"]
+
+    try:
+        for _ in range(100):
+            try:
+                if call("GET", "/status")["ready"]:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        profile = tempfile.mkdtemp()
+        args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+                "--window-size=1280,1600", f"--user-data-dir={profile}"]
+        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium", "args": args}}}}
+        session = call("POST", "/session", caps)["sessionId"]
+        os.makedirs(outdir, exist_ok=True)
+        for item in named_paths:
+            name, path = item.split("=", 1)
+            call("POST", f"/session/{session}/url", {"url": status + path})
+            content, window = call("POST", f"/session/{session}/execute/sync", {
+                "script": "return [document.documentElement.scrollWidth, "
+                          "document.documentElement.clientWidth];", "args": []})
+            png = os.path.join(outdir, f"{name}.png")
+            with open(png, "wb") as f:
+                f.write(base64.b64decode(call("GET", f"/session/{session}/screenshot")))
+            verdict = "fits" if content <= window else "OVERFLOWS"
+            print(f"{path}: {content} px of content in a {window} px window ({verdict}); {png}")
+        call("DELETE", f"/session/{session}")
+    finally:
+        driver.kill()
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["verdicts"]:
         verdicts(sys.argv[2])
     elif sys.argv[1:2] == ["query"]:
         query(sys.argv[2], sys.argv[3:])
+    elif sys.argv[1:2] == ["pages"]:
+        pages(sys.argv[2], sys.argv[3], sys.argv[4:])
     else:
         sys.exit(__doc__)
