@@ -139,13 +139,15 @@ pids+=($!)
 # shot NAME=PATH...: the pages as a person sees them, 1280 px wide (Debian's chromium and
 # chromedriver, headless): content width against the window's, and a screenshot each.
 shot() {
-  if command -v chromedriver >/dev/null 2>&1; then
-    python3 "$root/scripts/demo/show.py" pages "$status" "$state/screenshots" "$@"
+  if command -v chromedriver >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1; then
+    python3 "$root/scripts/demo/show.py" pages "$status" "$state/screenshots" "$@" \
+      || echo "(screenshots skipped: the browser failed)" >&2
   fi
 }
 
 say "waiting for the round (pull, run and measure 3 miners and the baseline, gate, crown)"
-wait_for "curl -sf $status/rounds/1 | grep -q '\"phase\"'" "round 1 under way" 300
+wait_for "curl -sf $status/rounds/1 | grep -Eq '\"phase\"|\"state\":\"(completed|void)\"'" \
+  "round 1 under way" 300
 shot round-live=/rounds/1
 wait_for "curl -sf $status/king | grep -q submission" "a king (see $state/host.log, $state/pod.log)" 300
 
@@ -187,13 +189,15 @@ say "what the miners see (/submissions/{id}: JSON here, the page in a browser)"
 python3 "$root/scripts/demo/show.py" verdicts "$status"
 
 say "the pages in headless Chromium at 1280 px"
-cheater_id="$(python3 -c 'import json,sys; print(next(s["id"] for s in json.load(open(sys.argv[1])) if s["state"] == "disqualified"))' "$state/submissions.json")"
+cheater_id="$(python3 -c 'import json,sys; print(next((s["id"] for s in json.load(open(sys.argv[1])) if s["state"] == "disqualified"), ""))' "$state/submissions.json")"
 king_id="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["submission_id"])' "$state/king.json")"
-shot overview=/ "submission-disqualified=/submissions/$cheater_id" \
-  "submission-king=/submissions/$king_id" round-closed=/rounds/1
+pages=(overview=/ "submission-king=/submissions/$king_id" round-closed=/rounds/1)
+if [ -n "$cheater_id" ]; then pages+=("submission-disqualified=/submissions/$cheater_id"); fi
+shot "${pages[@]}"
 
 if command -v prometheus >/dev/null 2>&1; then
-  prom="http://127.0.0.1:${CACHEON_DEMO_PROMETHEUS_PORT:-9090}"
+  # Not 9090: Debian's prometheus package may run its own service there.
+  prom="http://127.0.0.1:${CACHEON_DEMO_PROMETHEUS_PORT:-19090}"
   say "a real Prometheus scraping the host ($prom)"
   printf 'global:\n  scrape_interval: 2s\nscrape_configs:\n  - job_name: cacheon-host\n    static_configs:\n      - targets: [%s]\n' \
     "'127.0.0.1:$status_port'" >"$state/prometheus.yml"

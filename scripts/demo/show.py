@@ -59,8 +59,8 @@ def query(prometheus, queries):
 def pages(status, outdir, named_paths):
     """Each NAME=PATH in headless Chromium 1280 px wide (chromedriver over WebDriver): the
     content width against the window's, and a screenshot."""
-    import base64
     import os
+    import shutil
     import socket
     import subprocess
     import tempfile
@@ -97,20 +97,31 @@ def pages(status, outdir, named_paths):
             "binary": "/usr/bin/chromium", "args": args}}}}
         session = call("POST", "/session", caps)["sessionId"]
         os.makedirs(outdir, exist_ok=True)
-        for item in named_paths:
-            name, path = item.split("=", 1)
-            call("POST", f"/session/{session}/url", {"url": status + path})
-            content, window = call("POST", f"/session/{session}/execute/sync", {
-                "script": "return [document.documentElement.scrollWidth, "
-                          "document.documentElement.clientWidth];", "args": []})
-            png = os.path.join(outdir, f"{name}.png")
-            with open(png, "wb") as f:
-                f.write(base64.b64decode(call("GET", f"/session/{session}/screenshot")))
-            verdict = "fits" if content <= window else "OVERFLOWS"
-            print(f"{path}: {content} px of content in a {window} px window ({verdict}); {png}")
-        call("DELETE", f"/session/{session}")
+        try:
+            shoot(call, session, status, outdir, named_paths)
+        finally:
+            call("DELETE", f"/session/{session}")
+            shutil.rmtree(profile, ignore_errors=True)
     finally:
         driver.kill()
+        driver.wait()
+
+
+def shoot(call, session, status, outdir, named_paths):
+    import base64
+    import os
+
+    for item in named_paths:
+        name, path = item.split("=", 1)
+        call("POST", f"/session/{session}/url", {"url": status + path})
+        content, window = call("POST", f"/session/{session}/execute/sync", {
+            "script": "return [document.documentElement.scrollWidth, "
+                      "document.documentElement.clientWidth];", "args": []})
+        png = os.path.join(outdir, f"{name}.png")
+        with open(png, "wb") as f:
+            f.write(base64.b64decode(call("GET", f"/session/{session}/screenshot")))
+        verdict = "fits" if content <= window else "OVERFLOWS"
+        print(f"{path}: {content} px of content in a {window} px window ({verdict}); {png}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ pub const FIRST_FAILURES: usize = 5;
 pub const PROMPT_QUOTE_CHARS: usize = 160;
 /// How much of the baseline's output before a failure a report quotes, in characters.
 pub const CONTEXT_CHARS: usize = 80;
+/// How much of one token a report quotes, in characters (a hostile stream's "token" can be
+/// a megabyte, and every byte of a report travels in `done.json`).
+pub const TOKEN_CHARS: usize = 40;
 
 /// One contestant's verdict, explained.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -30,7 +33,8 @@ pub struct ContestantReport {
     /// The gate's findings, when it was judged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<GateReport>,
-    /// Scored requests whose stream was invalid, by fault.
+    /// Requests whose stream was invalid, by fault (when the run stopped early, every
+    /// failed request it counted, warm-ups included).
     #[serde(default)]
     pub stream_faults: BTreeMap<StreamFault, usize>,
     /// Why the workload stopped before its end, when it did.
@@ -148,10 +152,11 @@ pub struct Timings {
     pub ready_s: f64,
     pub workload_s: f64,
     pub teardown_s: f64,
-    /// Its whole turn, from the pod taking it up to its result written.
+    /// From its image pulled to its result written (the pull wait is `pull_s`).
     pub total_s: f64,
-    /// GPUs the pod holds, and `gpus × total_s`: what the turn cost in rented GPU time
-    /// (the pod's GPUs are held, busy or not, for the whole turn).
+    /// GPUs the pod holds, and `gpus × (pull_s + total_s)`: what the turn cost in rented
+    /// GPU time (the pod's GPUs are held, busy or idle, while the round waits for the image
+    /// and while the contestant runs).
     pub gpus: u32,
     pub gpu_seconds: f64,
 }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use cacheon_core::gate::{judge, GateThresholds, GateVerdict};
+use cacheon_core::gate::{judge, GateThresholds, GateVerdict, RequestEvidence};
 use cacheon_core::noise::{lead_noise, score_noise, Interval, RunSample, ScoreNoise};
 use cacheon_core::prompts::{Phase, Prompt, PromptSet};
 use cacheon_core::score::{score, InvalidBaseline, Speed};
@@ -22,6 +22,10 @@ use crate::workload::WorkloadRun;
 pub struct Evaluation {
     pub summary: Summary,
     pub verdict: GateVerdict,
+    /// What the gate judged, request by request (the contestant's tokens as the baseline
+    /// tokenises them): where a report reads the token a failure names. Not serialised.
+    #[serde(skip)]
+    pub evidence: Vec<RequestEvidence>,
 }
 
 impl Evaluation {
@@ -75,7 +79,11 @@ pub async fn evaluate(
         .map(|r| r.prompt_index)
         .collect();
     let summary = summarize(run, &accounting);
-    Ok(Evaluation { summary, verdict })
+    Ok(Evaluation {
+        summary,
+        verdict,
+        evidence,
+    })
 }
 
 /// SPEC §1's score of a judged contestant against the baseline's summary.

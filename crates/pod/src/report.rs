@@ -7,7 +7,7 @@ use cacheon_core::gate::{GateFailure, GateThresholds, GateVerdict};
 use cacheon_core::prompts::PromptSet;
 use cacheon_core::report::{
     quote, quote_tail, ContestantReport, FailureExample, GateReport, SpeedReport, Timings,
-    CONTEXT_CHARS, FIRST_FAILURES, PROMPT_QUOTE_CHARS,
+    CONTEXT_CHARS, FIRST_FAILURES, PROMPT_QUOTE_CHARS, TOKEN_CHARS,
 };
 use cacheon_handoff::documents::{ContestantResult, Measurement, StepTimings};
 use cacheon_harness::{Evaluation, Summary, WorkloadRun};
@@ -68,7 +68,7 @@ pub fn timings(t: &StepTimings, gpus: usize) -> Timings {
         teardown_s: s(t.teardown_ms),
         total_s: s(t.total_ms),
         gpus,
-        gpu_seconds: f64::from(gpus) * s(t.total_ms),
+        gpu_seconds: f64::from(gpus) * s(t.pull_ms.saturating_add(t.total_ms)),
     }
 }
 
@@ -137,15 +137,24 @@ fn example(j: &Judged<'_>, prompt_index: usize, failure: &GateFailure) -> Failur
             .find(|s| s.prompt_index == prompt_index)
             .and_then(|s| s.logprobs.clone())
     };
-    let baseline = tokens_of(j.baseline_run);
+    // `position` counts the contestant's output as the baseline tokenises it (the gate's
+    // teacher-forced positions): its token there is the forced one. The baseline's greedy
+    // output at the same position is what it expected, exact while the contestant's prefix
+    // was the baseline's (up to the first disagreement, near ties aside).
     let (mut expected, mut context, mut got) = (None, None, None);
     if let Some(p) = position {
-        if let Some(tokens) = &baseline {
-            expected = tokens.get(p).map(|t| t.token.clone());
+        if let Some(tokens) = tokens_of(j.baseline_run) {
+            expected = tokens.get(p).map(|t| quote(&t.token, TOKEN_CHARS));
             let before: String = tokens.iter().take(p).map(|t| t.token.as_str()).collect();
             context = Some(quote_tail(&before, CONTEXT_CHARS));
         }
-        got = tokens_of(j.run).and_then(|t| t.get(p).map(|t| t.token.clone()));
+        got = j
+            .evaluation
+            .evidence
+            .iter()
+            .find(|e| e.prompt_index == prompt_index)
+            .and_then(|e| e.forced.get(p))
+            .map(|f| quote(&f.text, TOKEN_CHARS));
     }
     FailureExample {
         prompt_index,
@@ -176,7 +185,8 @@ mod tests {
         };
         let s = timings(&t, 4);
         assert_eq!((s.start_s, s.ready_s), (0.25, 3.75));
-        assert_eq!(s.gpu_seconds, 64.0);
+        // The pull wait counts: the GPUs are held, idle, while the round waits for it.
+        assert_eq!(s.gpu_seconds, 70.0);
         // An older result without `start_ms`: all of start-up counts as waiting for health.
         let old = StepTimings {
             startup_ms: 4000,

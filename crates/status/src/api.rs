@@ -258,11 +258,10 @@ pub(crate) async fn submission(
             })
         })
         .collect();
-    Ok(Json(SubmissionView {
+    Ok(negotiated(Json(SubmissionView {
         submission: sub,
         rounds,
-    })
-    .into_response())
+    })))
 }
 
 pub(crate) async fn rounds(
@@ -295,7 +294,12 @@ pub(crate) async fn round(
     if html::wants_html(&headers) {
         return Ok(html::round_page(&round, &snap));
     }
-    Ok(Json(RoundView::new(round, &snap)).into_response())
+    Ok(negotiated(Json(RoundView::new(round, &snap))))
+}
+
+/// The JSON side of an address that also serves a page: caches must key on `Accept`.
+fn negotiated(json: impl IntoResponse) -> Response {
+    ([(header::VARY, "Accept")], json).into_response()
 }
 
 /// A container log as `text/plain`; `nosniff` and a sandboxing CSP keep a browser from

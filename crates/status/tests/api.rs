@@ -457,7 +457,11 @@ async fn a_submission_explains_its_verdict_in_json_and_as_a_page() {
     assert!(live.contains("Phase: <b>contestant</b>"), "{live}");
     assert!(live.contains("<th>elapsed</th>"), "{live}");
 
-    // Tools still get JSON from the same addresses.
+    // Tools still get JSON from the same addresses, marked as chosen by `Accept`.
+    for path in ["/rounds/1", "/submissions/Carol:12"] {
+        let r = s.get(path).await;
+        assert_eq!(r.headers()["vary"], "Accept", "{path}");
+    }
     let (_, round) = s.json("/rounds/1").await;
     assert_eq!(round["contestants"][1]["report"]["gate"]["failed"], 9);
     assert!(round["elapsed_s"].as_i64().unwrap() >= 0);

@@ -43,6 +43,8 @@ pub async fn verdict_reports(w: &World, cheater: &str, fast: &str) -> (Value, Va
         first["expected"].is_string(),
         "the baseline's token: {cheat}"
     );
+    assert!(first["got"].is_string(), "the cheater's token: {cheat}");
+    assert_ne!(first["got"], first["expected"], "{cheat}");
     println!(
         "cheater: pass fraction {fraction:.3} (needs {}), {} of {} failed, by check {}, \
          first: prompt #{} {} at token {}: baseline {} / cheater {}",
