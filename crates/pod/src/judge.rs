@@ -305,7 +305,6 @@ async fn judge_one(
             evaluation: &evaluation,
             baseline: base,
             baseline_run: base_run,
-            run,
             prompts,
             thresholds: &job.thresholds,
         }),

@@ -17,7 +17,6 @@ pub struct Judged<'a> {
     pub evaluation: &'a Evaluation,
     pub baseline: &'a Summary,
     pub baseline_run: &'a WorkloadRun,
-    pub run: &'a WorkloadRun,
     pub prompts: &'a PromptSet,
     pub thresholds: &'a GateThresholds,
 }
