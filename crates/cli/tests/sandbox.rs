@@ -815,10 +815,17 @@ async fn hostile_servers_end_with_their_own_reason_and_leave_nothing() {
         .unwrap()
         .log_path
         .unwrap();
-    // Sampled while the flood goes on (the file is briefly absent while the driver rotates).
-    let sizes: Vec<u64> = (0..200)
-        .filter_map(|_| std::fs::metadata(&path).ok().map(|m| m.len()))
-        .collect();
+    // Sampled while the flood goes on. The file is absent while the driver rotates, which
+    // under this flood can be most of the time on a loaded machine: sample until 200 reads
+    // succeeded or 20 s passed, not a fixed number of tries (one CI-like run saw 200 misses).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut sizes: Vec<u64> = Vec::new();
+    while sizes.len() < 200 && std::time::Instant::now() < deadline {
+        match std::fs::metadata(&path) {
+            Ok(m) => sizes.push(m.len()),
+            Err(_) => tokio::task::yield_now().await,
+        }
+    }
     assert!(!sizes.is_empty(), "no log file at {path}");
     let on_disk = sizes.iter().copied().max().unwrap_or(0);
     // The driver rotates at max-size; a line may straddle it.
