@@ -249,6 +249,29 @@ pub struct GateVerdict {
     pub requests: Vec<RequestVerdict>,
 }
 
+impl GateVerdict {
+    /// The requests that failed, in prompt order.
+    pub fn failed(&self) -> Vec<&RequestVerdict> {
+        let mut failed: Vec<_> = self.requests.iter().filter(|r| !r.passed()).collect();
+        failed.sort_by_key(|r| r.prompt_index);
+        failed
+    }
+
+    /// How many requests failed each check (`GateFailure::code`); a request that failed
+    /// several checks counts once under each.
+    pub fn failed_by_check(&self) -> std::collections::BTreeMap<&'static str, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for r in &self.requests {
+            let codes: std::collections::BTreeSet<&'static str> =
+                r.failures.iter().map(GateFailure::code).collect();
+            for code in codes {
+                *counts.entry(code).or_default() += 1;
+            }
+        }
+        counts
+    }
+}
+
 /// The largest logprob difference one token contributes, in nats: far above any tolerance.
 pub const MAX_LOGPROB_DIFF: f64 = 1000.0;
 

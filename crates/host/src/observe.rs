@@ -65,7 +65,7 @@ pub fn describe() {
     describe_histogram!(
         GPU_SECONDS,
         Unit::Seconds,
-        "GPU time a contestant's turn held (GPUs x its turn), by role."
+        "GPU time a contestant held: GPUs x (its pull wait + its turn), by role."
     );
     describe_counter!(DISQUALIFIED, "Contestants disqualified, by reason.");
     describe_counter!(

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use cacheon_core::gate::{GateFailure, GateThresholds, GateVerdict};
+use cacheon_core::gate::{GateFailure, GateThresholds, GateVerdict, StreamFault};
 use cacheon_core::prompts::PromptSet;
 use cacheon_core::report::{
     quote, quote_tail, ContestantReport, FailureExample, GateReport, SpeedReport, Timings,
@@ -24,35 +24,49 @@ pub struct Judged<'a> {
 /// The report of a contestant: `judged` is `None` when it failed before it could be
 /// judged (its pull, start, health or stream ended it).
 pub fn contestant(r: &ContestantResult, judged: Option<&Judged<'_>>) -> ContestantReport {
-    let mut report = ContestantReport {
-        timings: timings(&r.timings, r.hardware.gpus.len()),
-        ..ContestantReport::default()
-    };
-    if let Some(early) = &r.timings.stopped_early {
-        for f in &early.faults {
-            *report.stream_faults.entry(*f).or_default() += 1;
-        }
-    }
-    if let Measurement::Failed { detail, .. } = &r.measurement {
-        if r.timings.stopped_early.is_some() {
-            report.stopped_early = Some(detail.clone());
-        }
-    }
+    let timings = timings(&r.timings, r.hardware.gpus.len());
     let Some(j) = judged else {
-        return report;
+        // Ended before judging: what the early stop counted, if that is what ended it.
+        let early = r.timings.stopped_early.as_ref();
+        return ContestantReport {
+            stream_faults: tally(early.iter().flat_map(|e| e.faults.iter().copied())),
+            stopped_early: match (&r.measurement, early) {
+                (Measurement::Failed { detail, .. }, Some(_)) => Some(detail.clone()),
+                _ => None,
+            },
+            timings,
+            ..ContestantReport::default()
+        };
     };
     let verdict = &j.evaluation.verdict;
-    report.speed = SpeedReport::new(
-        verdict.passed,
-        cacheon_core::Speed {
-            ttft_s: j.baseline.ttft_s,
-            tps: j.baseline.tps,
-        },
-        j.evaluation.speed(),
-    );
-    report.stream_faults = stream_faults(verdict);
-    report.gate = Some(gate(j, verdict));
-    report
+    let stream_faults = verdict.requests.iter().flat_map(|r| {
+        r.failures.iter().filter_map(|f| match f {
+            GateFailure::InvalidStream { fault } => Some(*fault),
+            _ => None,
+        })
+    });
+    ContestantReport {
+        speed: SpeedReport::new(
+            verdict.passed,
+            cacheon_core::Speed {
+                ttft_s: j.baseline.ttft_s,
+                tps: j.baseline.tps,
+            },
+            j.evaluation.speed(),
+        ),
+        gate: Some(gate(j, verdict)),
+        stream_faults: tally(stream_faults),
+        stopped_early: None,
+        timings,
+    }
+}
+
+fn tally(faults: impl Iterator<Item = StreamFault>) -> BTreeMap<StreamFault, usize> {
+    let mut counts = BTreeMap::new();
+    for f in faults {
+        *counts.entry(f).or_default() += 1;
+    }
+    counts
 }
 
 /// The pod's timings in seconds, with the GPU time the turn held.
@@ -71,46 +85,24 @@ pub fn timings(t: &StepTimings, gpus: usize) -> Timings {
     }
 }
 
-fn stream_faults(verdict: &GateVerdict) -> BTreeMap<cacheon_core::gate::StreamFault, usize> {
-    let mut faults = BTreeMap::new();
-    for r in &verdict.requests {
-        for f in &r.failures {
-            if let GateFailure::InvalidStream { fault } = f {
-                *faults.entry(*fault).or_default() += 1;
-            }
-        }
-    }
-    faults
-}
-
 fn gate(j: &Judged<'_>, verdict: &GateVerdict) -> GateReport {
-    let mut by_check: BTreeMap<String, usize> = BTreeMap::new();
-    let mut failed = 0;
-    for r in verdict.requests.iter().filter(|r| !r.passed()) {
-        failed += 1;
-        let mut codes: Vec<&str> = r.failures.iter().map(GateFailure::code).collect();
-        codes.dedup();
-        for code in codes {
-            *by_check.entry(code.to_owned()).or_default() += 1;
-        }
-    }
-    let mut failing: Vec<_> = verdict.requests.iter().filter(|r| !r.passed()).collect();
-    failing.sort_by_key(|r| r.prompt_index);
-    let first_failures = failing
+    let failed = verdict.failed();
+    let first_failures = failed
         .iter()
         .take(FIRST_FAILURES)
-        .filter_map(|r| {
-            let failure = r.failures.first()?;
-            Some(example(j, r.prompt_index, failure))
-        })
+        .filter_map(|r| Some(example(j, r.prompt_index, r.failures.first()?)))
         .collect();
     GateReport {
         passed: verdict.passed,
         pass_fraction: verdict.pass_fraction,
         min_pass_fraction: j.thresholds.min_pass_fraction,
         requests: verdict.requests.len(),
-        failed,
-        by_check,
+        failed: failed.len(),
+        by_check: verdict
+            .failed_by_check()
+            .into_iter()
+            .map(|(code, n)| (code.to_owned(), n))
+            .collect(),
         first_failures,
     }
 }

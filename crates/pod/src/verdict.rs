@@ -41,16 +41,14 @@ pub fn for_faults(faults: impl IntoIterator<Item = StreamFault>) -> DisqualifyRe
 
 /// A short account of a failed verdict for the miner: how many requests failed which check.
 pub fn summary(verdict: &GateVerdict) -> String {
-    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
-    for r in verdict.requests.iter().filter(|r| !r.passed()) {
-        for f in &r.failures {
-            *counts.entry(f.code()).or_default() += 1;
-        }
-    }
-    let failed = verdict.requests.iter().filter(|r| !r.passed()).count();
-    let checks: Vec<String> = counts.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+    let checks: Vec<String> = verdict
+        .failed_by_check()
+        .iter()
+        .map(|(c, n)| format!("{c}: {n}"))
+        .collect();
     format!(
-        "{failed} of {} scored requests failed ({}); pass fraction {:.3}",
+        "{} of {} scored requests failed ({}); pass fraction {:.3}",
+        verdict.failed().len(),
         verdict.requests.len(),
         checks.join(", "),
         verdict.pass_fraction

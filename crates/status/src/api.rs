@@ -248,7 +248,7 @@ pub(crate) async fn submission(
         .filter_map(|r| {
             let contestant = r.contestants.into_iter().find(|c| c.submission_id == id)?;
             Some(SubmissionRound {
-                log: format!("/rounds/{}/logs/{}", r.id, contestant.submission_id),
+                log: log_path(r.id, &contestant.submission_id),
                 round_id: r.id,
                 state: r.state,
                 void_reason: r.void_reason,
@@ -295,6 +295,11 @@ pub(crate) async fn round(
         return Ok(html::round_page(&round, &snap));
     }
     Ok(negotiated(Json(RoundView::new(round, &snap))))
+}
+
+/// Where `/rounds/{id}/logs/{label}` serves a container log.
+pub(crate) fn log_path(round: i64, label: &str) -> String {
+    format!("/rounds/{round}/logs/{label}")
 }
 
 /// The JSON side of an address that also serves a page: caches must key on `Accept`.

@@ -15,6 +15,7 @@ mod submission;
 
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use cacheon_store::{ContestantRow, RoundRow, RoundState};
 
 pub(crate) use overview::index;
 pub(crate) use round::round_page;
@@ -118,7 +119,28 @@ fn submission_href(id: &str) -> String {
 }
 
 fn log_href(round: i64, label: &str) -> String {
-    format!("/rounds/{round}/logs/{label}")
+    crate::api::log_path(round, label)
+}
+
+/// `Round 7`, linked to its page.
+fn round_link(id: i64) -> String {
+    link(&format!("/rounds/{id}"), &format!("Round {id}"))
+}
+
+/// A round's state, a void one with its reason.
+fn round_state(r: &RoundRow) -> String {
+    match r.state {
+        RoundState::Void => format!("void ({})", opt(r.void_reason.as_deref())),
+        other => other.code().to_owned(),
+    }
+}
+
+/// A contestant's outcome, with its reason when it has one (`disqualified: gate_failed`).
+fn outcome(c: &ContestantRow) -> String {
+    match (&c.outcome, &c.reason) {
+        (Some(o), Some(reason)) => format!("{o}: {reason}"),
+        (o, _) => opt(o.as_deref()),
+    }
 }
 
 /// A digest as `sha256:0123456789ab…`, the whole value in the tooltip.

@@ -7,7 +7,10 @@ use cacheon_core::confirm::{Comparison, ConfirmationRecord};
 use cacheon_core::noise::Interval;
 use cacheon_store::{KingEvent, RoundRow, RoundState, SubmissionFilter, SubmissionRow};
 
-use super::{duration, escape_html, link, opt, page, score, td, td_digest, td_submission, utc};
+use super::{
+    duration, escape_html, opt, outcome, page, round_link, round_state, score, td, td_digest,
+    td_submission, utc,
+};
 use crate::api::{load_king, now_unix, KingView};
 use crate::error::ApiError;
 use crate::{HostSnapshot, Mode, StatusState};
@@ -155,7 +158,7 @@ fn rounds_section(h: &mut String, open: &[RoundRow], snap: &HostSnapshot) {
         h.push_str(&format!(
             "<h3>{}</h3><p>Phase: <b>{}</b>, running for {}; seed block {}, opened {}, \
              deadline {}</p>",
-            link(&format!("/rounds/{}", r.id), &format!("Round {}", r.id)),
+            round_link(r.id),
             escape_html(phase),
             duration(now.saturating_sub(r.opened_at) as f64),
             r.seed_block,
@@ -210,14 +213,10 @@ fn closed_section(h: &mut String, rounds: &[RoundRow]) {
         h.push_str("<p>None closed yet.</p>");
     }
     for r in rounds {
-        let state = match r.state {
-            RoundState::Void => format!("void ({})", opt(r.void_reason.as_deref())),
-            other => other.code().to_owned(),
-        };
         h.push_str(&format!(
             "<h3>{} <small>{}, closed {}</small></h3>",
-            link(&format!("/rounds/{}", r.id), &format!("Round {}", r.id)),
-            escape_html(&state),
+            round_link(r.id),
+            escape_html(&round_state(r)),
             r.closed_at.map_or_else(|| "-".to_owned(), utc)
         ));
         if let Some(c) = &r.confirmation {
@@ -228,11 +227,7 @@ fn closed_section(h: &mut String, rounds: &[RoundRow]) {
             h.push_str("<tr>");
             h.push_str(&td(c.role.code()));
             h.push_str(&td_submission(&c.submission_id));
-            let outcome = match (&c.outcome, &c.reason) {
-                (Some(o), Some(reason)) => format!("{o}: {reason}"),
-                (o, _) => opt(o.as_deref()),
-            };
-            h.push_str(&td(&outcome));
+            h.push_str(&td(&outcome(c)));
             h.push_str(&td(&score(c.score)));
             h.push_str(&td(&interval(c.noise.map(|n| n.score))));
             let lead = c.lead.map_or_else(

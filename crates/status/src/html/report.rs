@@ -5,7 +5,7 @@
 use cacheon_core::report::{ContestantReport, GateReport, SpeedReport, Timings};
 use cacheon_store::{ContestantRow, RoundRow};
 
-use super::{duration, escape_html, link, log_href, opt, score, td, td_n};
+use super::{duration, escape_html, link, log_href, opt, outcome, score, td, td_n};
 
 /// `0.041 s vs 0.100 s`: the contestant's median TTFT next to the baseline's.
 pub(super) fn ttft_vs(s: &SpeedReport) -> String {
@@ -28,15 +28,10 @@ fn percent(x: f64) -> String {
 
 /// One contestant's verdict in `round`, in full.
 pub(super) fn verdict(h: &mut String, round: &RoundRow, c: &ContestantRow) {
-    let outcome = match (&c.outcome, &c.reason) {
-        (Some(o), Some(r)) => format!("{o}: {r}"),
-        (Some(o), None) => o.clone(),
-        (None, _) => "not judged yet".to_owned(),
-    };
     h.push_str(&format!(
         "<p>Role <b>{}</b>, outcome <b>{}</b>, score <b>{}</b>",
         c.role.code(),
-        escape_html(&outcome),
+        escape_html(&outcome(c)),
         score(c.score)
     ));
     if let Some(n) = &c.noise {

@@ -7,7 +7,10 @@ use axum::response::Response;
 use cacheon_store::{RoundRow, RoundState};
 
 use super::report::{pass_fraction, tps_vs, ttft_vs};
-use super::{duration, escape_html, link, log_href, opt, page, score, td, td_submission, utc};
+use super::{
+    duration, escape_html, link, log_href, outcome, page, round_state, score, td, td_submission,
+    utc,
+};
 use crate::api::now_unix;
 use crate::HostSnapshot;
 
@@ -38,10 +41,6 @@ pub(crate) fn round_page(r: &RoundRow, snap: &HostSnapshot) -> Response {
 }
 
 fn summary(h: &mut String, r: &RoundRow, snap: &HostSnapshot, now: i64) {
-    let state = match r.state {
-        RoundState::Void => format!("void ({})", opt(r.void_reason.as_deref())),
-        other => other.code().to_owned(),
-    };
     let phase = snap
         .progress
         .get(&r.id)
@@ -51,7 +50,7 @@ fn summary(h: &mut String, r: &RoundRow, snap: &HostSnapshot, now: i64) {
     let mut row = |k: &str, v: String| {
         h.push_str(&format!("<tr><th>{k}</th>{}</tr>", td(&v)));
     };
-    row("state", state);
+    row("state", round_state(r));
     if r.state == RoundState::Open {
         row(
             "phase",
@@ -130,11 +129,7 @@ pub(super) fn contestants(h: &mut String, r: &RoundRow, snap: &HostSnapshot) {
                 &live_status(snap, r.id, &c.submission_id).unwrap_or_else(|| "-".to_owned())
             ));
         } else {
-            let outcome = match (&c.outcome, &c.reason) {
-                (Some(o), Some(reason)) => format!("{o}: {reason}"),
-                (o, _) => opt(o.as_deref()),
-            };
-            h.push_str(&td(&outcome));
+            h.push_str(&td(&outcome(c)));
             h.push_str(&td(&score(c.score)));
             let speed = c.report.as_ref().and_then(|r| r.speed);
             h.push_str(&td(&speed.as_ref().map_or_else(|| "-".to_owned(), ttft_vs)));

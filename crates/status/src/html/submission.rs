@@ -4,7 +4,7 @@
 use axum::response::Response;
 use cacheon_store::{RoundRow, RoundState, SubmissionRow};
 
-use super::{escape_html, link, opt, page, report, score, td, td_digest, utc};
+use super::{escape_html, link, opt, page, report, round_link, score, td, td_digest, utc};
 
 pub(crate) fn submission_page(s: &SubmissionRow, rounds: &[RoundRow]) -> Response {
     let mut h = String::with_capacity(8 * 1024);
@@ -55,7 +55,7 @@ pub(crate) fn submission_page(s: &SubmissionRow, rounds: &[RoundRow]) -> Respons
         };
         h.push_str(&format!(
             "<h2>{} <small>{}</small></h2>",
-            link(&format!("/rounds/{}", r.id), &format!("Round {}", r.id)),
+            round_link(r.id),
             escape_html(&state)
         ));
         match r.state {
