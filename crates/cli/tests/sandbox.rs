@@ -250,6 +250,33 @@ async fn pulled_by_digest_sandboxed_healthy_streaming_then_removed() {
     assert!(exec("echo x > /tmp/scratch").status.success());
     let id = exec("id -u");
     assert_eq!(String::from_utf8_lossy(&id.stdout).trim(), "10001");
+    // What real engines need (a real vLLM dies at start-up without `exec`): code written
+    // to the scratch space runs, descriptors and locked memory are not starved, and the
+    // user has a name without a passwd entry.
+    let ran =
+        exec("cp /bin/busybox /tmp/compiled && /tmp/compiled true && grep ' /tmp ' /proc/mounts");
+    let mounts_line = String::from_utf8_lossy(&ran.stdout).to_string();
+    assert!(
+        ran.status.success(),
+        "a program written to /tmp did not run: {ran:?}"
+    );
+    assert!(!mounts_line.contains("noexec"), "{mounts_line}");
+    assert!(
+        mounts_line.contains("nosuid") && mounts_line.contains("nodev"),
+        "{mounts_line}"
+    );
+    let limits = exec("ulimit -n; ulimit -l; ulimit -c");
+    assert_eq!(
+        String::from_utf8_lossy(&limits.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        [
+            cacheon_containers::NOFILE.to_string().as_str(),
+            "unlimited",
+            "0"
+        ]
+    );
+    assert!(env.contains(&"USER=cacheon".to_string()), "{env:?}");
     assert_eq!(host.readonly_rootfs, Some(true));
     let log = host.log_config.clone().unwrap();
     assert_eq!(log.typ.as_deref(), Some("json-file"));

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, HostConfigLogConfig};
+use bollard::models::{
+    ContainerCreateBody, DeviceRequest, HostConfig, HostConfigLogConfig, ResourcesUlimits,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, LogsOptionsBuilder, StopContainerOptionsBuilder,
 };
@@ -30,6 +32,38 @@ pub const LABEL_POD: &str = "cacheon.pod";
 pub const SCRATCH: &str = "/tmp";
 /// The port every server listens on (the miner API contract).
 pub const PORT: u16 = 8000;
+/// The user name a server sees (`USER`, `LOGNAME`): the uid has no passwd entry, and
+/// Python's `getpass.getuser()` (torch, Triton) raises without one of these.
+pub const USER_NAME: &str = "cacheon";
+/// Open files per process: vLLM raises its soft limit to 65,535 and warns below; one
+/// socket per connection and one descriptor per shared-memory segment add up.
+pub const NOFILE: i64 = 1 << 20;
+
+/// The scratch tmpfs's mount options. `exec`: inference engines compile kernels at start-up
+/// (torch inductor's C++ `.so`, Triton's launchers, FlashInfer's JIT) into their cache
+/// under `HOME` and `dlopen` them; Docker mounts a tmpfs `noexec` unless told otherwise,
+/// and a real vLLM then dies with "failed to map segment from shared object". `noexec`
+/// would buy nothing: the image itself is the miner's code. `nosuid`/`nodev` stay.
+pub fn scratch_options(bytes: i64) -> String {
+    format!("rw,nosuid,nodev,exec,size={bytes},mode=1777")
+}
+
+/// Resource limits beyond the cgroup's: open files (see `NOFILE`); locked memory
+/// unlimited (CUDA's pinned host buffers and NCCL register memory with `mlock`; the
+/// memory cgroup still bounds the total); no core dumps (a crashing 72B server would write
+/// hundreds of GB, and the root is read-only anyway).
+pub fn ulimits() -> Vec<ResourcesUlimits> {
+    let limit = |name: &str, soft: i64, hard: i64| ResourcesUlimits {
+        name: Some(name.to_string()),
+        soft: Some(soft),
+        hard: Some(hard),
+    };
+    vec![
+        limit("nofile", NOFILE, NOFILE),
+        limit("memlock", -1, -1),
+        limit("core", 0, 0),
+    ]
+}
 
 /// Which GPUs a container gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +109,9 @@ impl Default for SandboxConfig {
             models_dir: PathBuf::from("/workspace/models/Qwen2.5-72B-Instruct"),
             gpus: Gpus::All,
             shm_bytes: 16 << 30,
-            pids_limit: 4096,
+            // Threads count: torch starts one OpenMP thread per core in every worker,
+            // and inductor a compile pool; 200 cores x a dozen processes passes 4096.
+            pids_limit: 32768,
             memory_bytes: 512 << 30,
             startup_timeout: Duration::from_secs(900),
             health_poll: Duration::from_secs(2),
@@ -138,15 +174,19 @@ pub fn container_body(
         "NVIDIA_DRIVER_CAPABILITIES=compute,utility".to_string(),
         format!("HOME={SCRATCH}"),
         format!("XDG_CACHE_HOME={SCRATCH}/.cache"),
+        format!("XDG_CONFIG_HOME={SCRATCH}/.config"),
         format!("TMPDIR={SCRATCH}"),
+        format!("USER={USER_NAME}"),
+        format!("LOGNAME={USER_NAME}"),
     ];
     let host_config = HostConfig {
         init: Some(true),
         readonly_rootfs: Some(true),
         tmpfs: Some(HashMap::from([(
             SCRATCH.to_string(),
-            format!("rw,nosuid,nodev,size={},mode=1777", cfg.scratch_bytes),
+            scratch_options(cfg.scratch_bytes),
         )])),
+        ulimits: Some(ulimits()),
         // Bounded on disk by the engine: one file of at most `log_cap` bytes.
         log_config: Some(HostConfigLogConfig {
             typ: Some("json-file".into()),

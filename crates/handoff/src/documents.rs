@@ -68,7 +68,7 @@ pub struct JobContestant {
 }
 
 /// The pinned reference server every contestant is compared with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BaselineImage {
     pub image: String,
     pub digest: String,

@@ -139,6 +139,20 @@ impl Bucket {
         }
     }
 
+    /// Whether a claim could win now (no `done.json`, no live lease), read without writing:
+    /// a pod looks before it spends minutes preparing for a round (the canary).
+    pub async fn claimable(&self, round: i64, now: i64) -> Result<bool, HandoffError> {
+        if self.exists(&layout::done(round)).await? {
+            return Ok(false);
+        }
+        Ok(
+            match self.get_doc::<LeaseDoc>(&layout::lease(round)).await? {
+                None => true,
+                Some((current, _)) => current.released || now >= current.expires_at,
+            },
+        )
+    }
+
     /// Extends the lease to `now + ttl`. `Ok(false)` when it was lost (another pod took it
     /// over after it expired, or it is gone); then the round must be abandoned. On success
     /// `lease` carries the new ETag and expiry.

@@ -7,6 +7,13 @@ use futures_util::future::join_all;
 
 use crate::HarnessError;
 
+/// Tries per warm-up connection.
+const WARM_ATTEMPTS: u32 = 3;
+/// Longest wait for one warm-up answer, headers and body.
+const WARM_READ: Duration = Duration::from_secs(10);
+/// Most bytes of a warm-up answer read (a `/health` body is a few bytes).
+const WARM_BODY_CAP: usize = 64 << 10;
+
 /// An OpenAI-compatible server: its base URL and the shared client that talks to it.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -61,18 +68,52 @@ impl Target {
 
     /// Opens `n` connections at once (all requests are in flight together, so none can
     /// reuse another's) and leaves them idle in the pool.
+    ///
+    /// Real servers close connections they consider idle or used up (llama.cpp's server
+    /// closes the health poll's keep-alive connection), so a connection that fails before
+    /// an answer is opened again, up to `WARM_ATTEMPTS` times; the server is unreachable
+    /// only when every attempt fails. Each answer is read for at most `WARM_READ` and
+    /// `WARM_BODY_CAP` bytes: nothing a server sends here can hold or fill the validator.
     pub async fn warm(&self, n: usize) -> Result<(), HarnessError> {
         let url = self.url("/health");
-        let results = join_all((0..n.max(1)).map(|_| async {
-            let resp = self.client.get(&url).send().await?;
-            resp.bytes().await
-        }))
-        .await;
-        for r in results {
-            r.map_err(|e| HarnessError::Unreachable {
+        let results = join_all((0..n.max(1)).map(|_| self.warm_one(&url))).await;
+        results
+            .into_iter()
+            .collect::<Result<Vec<()>, String>>()
+            .map_err(|reason| HarnessError::Unreachable {
                 url: url.clone(),
-                reason: crate::error_chain(&e),
+                reason,
             })?;
+        Ok(())
+    }
+
+    async fn warm_one(&self, url: &str) -> Result<(), String> {
+        let mut last = String::new();
+        for attempt in 1..=WARM_ATTEMPTS {
+            match tokio::time::timeout(WARM_READ, self.get_bounded(url, WARM_BODY_CAP)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => last = e,
+                Err(_) => last = format!("no complete answer within {WARM_READ:?}"),
+            }
+            tracing::debug!(attempt, "warm-up connection failed: {last}");
+        }
+        Err(format!("{WARM_ATTEMPTS} attempts failed; last: {last}"))
+    }
+
+    /// One GET whose body is read and dropped, at most `cap` bytes of it.
+    async fn get_bounded(&self, url: &str, cap: usize) -> Result<(), String> {
+        let mut resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| crate::error_chain(&e))?;
+        let mut read = 0usize;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| crate::error_chain(&e))? {
+            read += chunk.len();
+            if read > cap {
+                return Err(format!("answer longer than {cap} bytes"));
+            }
         }
         Ok(())
     }

@@ -47,7 +47,7 @@ pub enum HarnessError {
 }
 
 /// An error with its causes, `a: b: c` (reqwest hides the useful part in `source()`).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

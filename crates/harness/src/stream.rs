@@ -215,6 +215,9 @@ pub fn greedy(body: &mut serde_json::Value) {
     }
 }
 
+/// Attempts after the first when a connection fails before any answer.
+const SEND_RETRIES: u32 = 2;
+
 /// Sends one request and records its stream. Never fails: every problem is a fault in
 /// the record.
 pub async fn stream_chat(
@@ -239,12 +242,17 @@ pub async fn stream_chat(
         return record;
     }
 
-    // One retry when the request never reached the server (a pooled connection the server
-    // had just closed): that is nobody's fault and must not become one.
+    // Retries when a connection failed before any answer (a pooled connection the server
+    // had closed, a refused connect while its listener was full): that is nobody's fault
+    // and must not become one. A retry cannot change the figures: the clock keeps the
+    // first attempt that reached the server, so a server that drops a request and answers
+    // the repeat pays for the time in between.
     let mut attempt = 0;
+    let mut first_sent: Option<Instant> = None;
     let (response, stamp) = loop {
         attempt += 1;
         let (stamped, stamp) = crate::send_stamp::StampedBody::new(body.clone());
+        let this_stamp = stamp.clone();
         let request = target
             .client
             .post(target.url("/v1/chat/completions"))
@@ -259,7 +267,10 @@ pub async fn stream_chat(
                 );
                 return record;
             }
-            Ok(Err(e)) if attempt == 1 && (e.is_connect() || e.is_request()) => {
+            Ok(Err(e)) if attempt <= SEND_RETRIES && (e.is_connect() || e.is_request()) => {
+                if first_sent.is_none() {
+                    first_sent = this_stamp.get().copied();
+                }
                 tracing::debug!("request {prompt_index} retried: {}", crate::error_chain(&e));
             }
             Ok(Err(e)) => {
@@ -270,7 +281,9 @@ pub async fn stream_chat(
         }
     };
     let headers_at = Instant::now();
-    let sent = stamp.get().copied().unwrap_or(dispatched);
+    let sent = first_sent
+        .or_else(|| stamp.get().copied())
+        .unwrap_or(dispatched);
     record.sent_ns = nanos(sent.saturating_duration_since(epoch));
     let since = |t: Instant| nanos(t.saturating_duration_since(sent));
     record.headers_ns = Some(since(headers_at));

@@ -148,7 +148,9 @@ pub async fn run(
 }
 
 /// The baseline is the operator's pinned image: no size limit, its registry trusted.
-fn baseline_pull(policy: &cacheon_containers::PullPolicy) -> cacheon_containers::PullPolicy {
+pub(crate) fn baseline_pull(
+    policy: &cacheon_containers::PullPolicy,
+) -> cacheon_containers::PullPolicy {
     cacheon_containers::PullPolicy {
         size_limit: u64::MAX,
         ..policy.clone()

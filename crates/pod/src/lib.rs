@@ -8,6 +8,7 @@
 //! pod to claim the round (after the lease expires) picks up from the results already
 //! written.
 
+pub mod canary;
 mod confirm;
 mod contestant;
 mod judge;
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 use cacheon_containers::{ContainerError, Engine, GpuProbe, PullPolicy, SandboxConfig};
 use cacheon_core::prompts::{Corpus, Templates};
-use cacheon_handoff::documents::Job;
+use cacheon_handoff::documents::{BaselineImage, Job};
 use cacheon_handoff::{layout, Bucket, Claim, HandoffError};
 use tokio_util::sync::CancellationToken;
 
@@ -84,6 +85,8 @@ pub enum PodError {
     Handoff(#[from] HandoffError),
     #[error("container engine: {0}")]
     Engine(#[from] ContainerError),
+    #[error("{0}")]
+    Unfit(#[from] canary::Unfit),
 }
 
 /// How the pod stopped.
@@ -148,12 +151,18 @@ async fn serve(
     shutdown: &CancellationToken,
 ) -> Result<PodExit, PodError> {
     let mut finished: HashSet<i64> = HashSet::new();
+    let mut canaried: HashSet<BaselineImage> = HashSet::new();
     let mut idle_since = tokio::time::Instant::now();
     loop {
         if shutdown.is_cancelled() {
             return Ok(PodExit::Shutdown);
         }
-        match next_round(cfg, bucket, &mut finished).await {
+        let proven = Proven {
+            engine,
+            checked,
+            canaried: &mut canaried,
+        };
+        match next_round(cfg, bucket, &mut finished, proven).await {
             Ok(Some((job, lease))) => {
                 // A pod that died holding this round left its container running; now that
                 // the lease is ours, it is provably an orphan.
@@ -187,6 +196,16 @@ async fn serve(
                 continue;
             }
             Ok(None) => {}
+            // A machine that cannot run the baseline claims nothing, ever.
+            Err(PodError::Unfit(unfit)) => {
+                tracing::error!(
+                    image = %unfit.image,
+                    detail = %unfit.detail,
+                    log_tail = %unfit.log_tail,
+                    "this machine is unfit: the baseline canary failed; claiming nothing"
+                );
+                return Err(PodError::Unfit(unfit));
+            }
             // S3 trouble while looking for work is not fatal: look again later.
             Err(e) => tracing::warn!("looking for rounds failed: {e}"),
         }
@@ -201,13 +220,46 @@ async fn serve(
     }
 }
 
+/// What a claim needs first: the machine shown able to run the round's baseline (the
+/// canary), once per baseline.
+struct Proven<'a> {
+    engine: &'a Engine,
+    checked: &'a preflight::Checked,
+    canaried: &'a mut HashSet<BaselineImage>,
+}
+
+impl Proven<'_> {
+    async fn ensure(&mut self, cfg: &PodConfig, job: &Job) -> Result<(), canary::Unfit> {
+        if self.canaried.contains(&job.baseline) {
+            return Ok(());
+        }
+        tracing::info!(image = %job.baseline.image, "canary: starting the baseline before the first claim");
+        let passed = canary::run(
+            self.engine,
+            cfg,
+            &job.baseline,
+            &job.harness.model,
+            self.checked.max_model_len,
+        )
+        .await?;
+        tracing::info!(
+            healthy_after_s = passed.healthy_after.as_secs_f64(),
+            answer = %passed.answer,
+            "canary passed: this machine runs the baseline"
+        );
+        self.canaried.insert(job.baseline.clone());
+        Ok(())
+    }
+}
+
 /// The oldest round this pod can claim: a readable job, before its deadline, not done,
 /// and no live lease held by another pod.
 async fn next_round(
     cfg: &PodConfig,
     bucket: &Bucket,
     finished: &mut HashSet<i64>,
-) -> Result<Option<(Job, cacheon_handoff::Lease)>, HandoffError> {
+    mut proven: Proven<'_>,
+) -> Result<Option<(Job, cacheon_handoff::Lease)>, PodError> {
     for round in bucket.round_ids().await? {
         if finished.contains(&round) {
             continue;
@@ -221,7 +273,7 @@ async fn next_round(
                 finished.insert(round);
                 continue;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         if job.round_id != round {
             tracing::error!(round, job = job.round_id, "job.json names another round");
@@ -233,6 +285,11 @@ async fn next_round(
             finished.insert(round);
             continue;
         }
+        if !bucket.claimable(round, now).await? {
+            continue;
+        }
+        proven.ensure(cfg, &job).await?;
+        let now = now_unix();
         match bucket.claim(round, &cfg.pod_id, cfg.lease_ttl, now).await? {
             Claim::Won(lease) => {
                 tracing::info!(round, pod = %cfg.pod_id, "claimed round");

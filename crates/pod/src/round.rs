@@ -87,7 +87,7 @@ impl PodError {
     fn void_reason(&self) -> InfraReason {
         match self {
             PodError::Handoff(_) => InfraReason::StorageUnavailable,
-            PodError::Preflight(_) => InfraReason::PreflightFailed,
+            PodError::Preflight(_) | PodError::Unfit(_) => InfraReason::PreflightFailed,
             PodError::Engine(_) => InfraReason::EngineFailure,
         }
     }

@@ -10,6 +10,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::{NodeArgs, WalletArgs, WorkloadSource};
 
 /// The S3 bucket the host and pods exchange rounds through.
+
+/// Production's baseline command line (`{max_model_len}` is filled in by the pod).
+pub const DEFAULT_BASELINE_ARGS: &str = "--model /models --served-model-name Qwen2.5-72B-Instruct --tensor-parallel-size 4 --max-model-len {max_model_len} --generation-config vllm --port 8000";
 #[derive(Debug, Clone, Args)]
 pub struct HandoffArgs {
     /// S3 endpoint URL; leave unset for AWS itself.
@@ -147,7 +150,7 @@ pub struct HostRunArgs {
     #[arg(
         long,
         env = "CACHEON_BASELINE_ARGS",
-        default_value = "--model /models --served-model-name Qwen2.5-72B-Instruct --tensor-parallel-size 4 --max-model-len {max_model_len} --generation-config vllm --port 8000"
+        default_value = DEFAULT_BASELINE_ARGS
     )]
     pub baseline_args: String,
     /// JSON file overriding the workload, harness limits and gate thresholds:
@@ -223,7 +226,8 @@ pub struct PodArgs {
     pub container_memory_gb: i64,
     #[arg(long, env = "CACHEON_CONTAINER_SHM_GB", default_value_t = 16)]
     pub container_shm_gb: i64,
-    #[arg(long, env = "CACHEON_CONTAINER_PIDS", default_value_t = 4096)]
+    /// Processes and threads per container (torch runs a thread per core in each worker).
+    #[arg(long, env = "CACHEON_CONTAINER_PIDS", default_value_t = 32768)]
     pub container_pids: i64,
     /// Seconds a server may take to answer `/health`.
     #[arg(long, env = "CACHEON_STARTUP_TIMEOUT_SECS", default_value_t = 900)]
@@ -251,10 +255,23 @@ pub struct PodArgs {
     /// Skip the sandbox self-test (only where the operator has checked the network).
     #[arg(long, env = "CACHEON_SKIP_SANDBOX_SELF_TEST")]
     pub skip_sandbox_self_test: bool,
-    /// Run the preflight (versions and the sandbox self-test), print it and exit: 0 when
-    /// the machine is fit to run miners, 1 otherwise. `setup.sh --check` runs this.
+    /// Run the preflight (versions and the sandbox self-test) and, with --canary-image,
+    /// the baseline canary; print it and exit: 0 when the machine is fit to run miners, 1
+    /// otherwise. `setup.sh --check` runs this.
     #[arg(long)]
     pub check_only: bool,
+    /// With --check-only: the baseline the canary starts in the sandbox and asks one greedy
+    /// question (the host's pinned baseline: the same variables). A serving pod runs the
+    /// canary on each round's own baseline before its first claim, whatever this says.
+    #[arg(long, env = "CACHEON_BASELINE_IMAGE")]
+    pub canary_image: Option<String>,
+    #[arg(long, env = "CACHEON_BASELINE_DIGEST")]
+    pub canary_digest: Option<String>,
+    #[arg(long, env = "CACHEON_BASELINE_ARGS", default_value = DEFAULT_BASELINE_ARGS)]
+    pub canary_args: String,
+    /// The served model name the canary asks for.
+    #[arg(long, default_value = "Qwen2.5-72B-Instruct")]
+    pub canary_model: String,
     /// Seconds one image pull may take in all.
     #[arg(long, env = "CACHEON_PULL_TIMEOUT_SECS", default_value_t = 1800)]
     pub pull_timeout_secs: u64,

@@ -341,8 +341,31 @@ pub struct BenchArgs {
     #[arg(long)]
     pub baseline: String,
     /// Base URL of the server under test.
-    #[arg(long)]
-    pub miner: String,
+    #[arg(long, required_unless_present = "image", conflicts_with = "image")]
+    pub miner: Option<String>,
+    /// Your image, `REF@sha256:DIGEST` as you would commit it, instead of --miner: pulled
+    /// and run in the pod's sandbox exactly as a round runs it, benched the moment it is
+    /// healthy, then removed. Needs a Docker engine and --models.
+    #[arg(long, value_name = "REF@DIGEST")]
+    pub image: Option<String>,
+    /// With --image: the model directory, mounted read-only at /models.
+    #[arg(long, value_name = "DIR")]
+    pub models: Option<PathBuf>,
+    /// With --image: the GPUs the container gets (`all`, `none`, or ids `0,1`).
+    #[arg(long, default_value = "all")]
+    pub gpus: String,
+    /// With --image: seconds the server may take to answer /health (the pod's default).
+    #[arg(long, default_value_t = 900)]
+    pub startup_timeout_s: u64,
+    /// With --image: the container's memory limit, GiB.
+    #[arg(long, default_value_t = 512)]
+    pub container_memory_gb: i64,
+    /// With --image: /dev/shm, GiB.
+    #[arg(long, default_value_t = 16)]
+    pub container_shm_gb: i64,
+    /// With --image: the scratch tmpfs at /tmp, GiB.
+    #[arg(long, default_value_t = 32)]
+    pub container_scratch_gb: i64,
     /// The baseline model's tokenizer.json (in the model directory); the gate reads the
     /// miner's streamed tokens against it. For the mock: `cacheon mock-miner
     /// --write-tokenizer PATH`.

@@ -7,6 +7,7 @@ use anyhow::Context;
 use cacheon_containers::{
     Credentials, Gpus, PullPolicy, RegistryAuth, RegistryPolicy, SandboxConfig,
 };
+use cacheon_handoff::documents::BaselineImage;
 use cacheon_pod::safety::SafetyRequirements;
 use cacheon_pod::{PodConfig, PodExit, PromptSource, Requirements};
 use tokio_util::sync::CancellationToken;
@@ -116,9 +117,33 @@ pub async fn run(a: &PodArgs) -> anyhow::Result<()> {
     let cfg = config(a)?;
     if a.check_only {
         // The same checks as before a first claim; nothing else.
-        let (_, checked) = cacheon_pod::check_machine(&cfg)
+        let (engine, checked) = cacheon_pod::check_machine(&cfg)
             .await
             .context("this machine is not fit to run miners")?;
+        if let Some(image) = &a.canary_image {
+            let Some(digest) = &a.canary_digest else {
+                anyhow::bail!("--canary-image needs --canary-digest (CACHEON_BASELINE_DIGEST)");
+            };
+            let baseline = BaselineImage {
+                image: image.clone(),
+                digest: digest.clone(),
+                args: a.canary_args.split_whitespace().map(String::from).collect(),
+            };
+            let passed = cacheon_pod::canary::run(
+                &engine,
+                &cfg,
+                &baseline,
+                &a.canary_model,
+                checked.max_model_len,
+            )
+            .await
+            .context("this machine is not fit to run miners")?;
+            println!(
+                "ok: the baseline canary: healthy after {:.1} s, answered {:?}",
+                passed.healthy_after.as_secs_f64(),
+                passed.answer
+            );
+        }
         println!(
             "ok: preflight, versions and the sandbox self-test passed ({} GPU(s), driver {})",
             checked.hardware.gpus.len(),

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
+mod engines;
 mod overhead;
 mod seen;
 #[path = "../support/mod.rs"]
@@ -607,4 +608,129 @@ async fn a_lead_within_noise_is_confirmed_and_a_rebuilt_copy_is_rejected() {
     stop(&mut pod).await;
     stop(&mut host).await;
     assert!(cacheon_containers().is_empty(), "containers left behind");
+}
+
+/// Real servers in the real sandbox. First a machine that cannot run the baseline (its
+/// weights are corrupt): its canary fails, it says why with the baseline's log, and it
+/// claims nothing, so the round stays open. Then a fit pod runs the round: the real vLLM
+/// baseline in default compile mode, a real vLLM and a real llama.cpp scored with the gate
+/// passing, the cheating proxy in front of a real vLLM disqualified; logs kept, nothing
+/// left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_engines_a_canary_refuses_an_unfit_machine_then_a_round_is_judged() {
+    let engines = engines::engines();
+    let _turn = TURN.lock().await;
+    let mut w = World::empty("real", world::images().await).await;
+    let (image, digest) = engines.get("vllm");
+    w.baseline = (image, digest, engines::BASELINE_ARGS.to_string());
+    w.models = engines::model_dir();
+    // Real start-ups on two shared cores: vLLM compiles for a minute or two.
+    w.pod_startup_secs = 600;
+    w.pod_memory_gb = 6;
+    let miners = [(2u16, "vllm-miner"), (3, "llama"), (4, "cheater")];
+    for (i, (uid, name)) in miners.iter().enumerate() {
+        let (image, digest) = engines.get(name);
+        w.commit_pinned(*uid, &image, &digest, 990 + i as u64);
+    }
+    let mut host = w.host();
+    host.wait_for(&["status API listening"], Duration::from_secs(60))
+        .await;
+    until("round 1 opened", Duration::from_secs(60), || async {
+        w.try_get("/rounds/1").await.map(|_| ())
+    })
+    .await;
+
+    // The unfit machine: the same files, but weights that do not load.
+    let broken = w.dir.path().join("broken-models");
+    std::fs::create_dir_all(&broken).unwrap();
+    for entry in std::fs::read_dir(engines::model_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_owned();
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            std::fs::write(broken.join(&name), b"not weights").unwrap();
+        } else {
+            std::fs::copy(&path, broken.join(&name)).unwrap();
+        }
+    }
+    let mut unfit = w.pod_on("unfit-pod", &broken);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
+    while unfit.is_running() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the unfit pod is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = unfit.terminate();
+    assert!(!status.success(), "an unfit pod exited with {status}");
+    // Its reader thread may still be draining the last lines.
+    let refused = unfit
+        .wait_for_lines(
+            &["the baseline canary failed", "log_tail"],
+            Duration::from_secs(10),
+        )
+        .await;
+    eprintln!("the unfit pod said: {refused}");
+    let lines = unfit.lines().join("\n");
+    assert!(
+        !lines.contains("claimed round"),
+        "the unfit pod claimed:\n{lines}"
+    );
+    let round = w.get("/rounds/1").await;
+    assert_eq!(round["state"], "open", "{round}");
+    assert!(
+        cacheon_containers().is_empty(),
+        "{:?}",
+        cacheon_containers()
+    );
+
+    // A fit machine judges the same round.
+    let mut pod = w.pod("real-pod");
+    let limit = Duration::from_secs(40 * 60);
+    let closed = until("round 1 closed", limit, || async {
+        let r = w.get("/rounds/1").await;
+        (r["state"] != "open").then_some(r)
+    })
+    .await;
+    assert_eq!(
+        closed["state"],
+        "completed",
+        "{closed}\n{}",
+        world::tail(&pod.lines(), 80)
+    );
+    let s = states(&w).await;
+    let mut seen = Vec::new();
+    for (i, (uid, name)) in miners.iter().enumerate() {
+        let sub_id = id(*uid, 990 + i as u64);
+        let sub = w.get(&format!("/submissions/{sub_id}")).await;
+        seen.push(format!("{name} {}", engines::describe(&sub_id, &sub)));
+        let report = &sub["rounds"][0]["report"];
+        match *name {
+            "cheater" => {
+                assert_eq!(
+                    s[&sub_id],
+                    ("disqualified".into(), Some("gate_failed".into())),
+                    "{sub}"
+                );
+                assert_eq!(report["gate"]["passed"], false, "{sub}");
+            }
+            _ => {
+                assert_eq!(s[&sub_id], ("scored".into(), None), "{name}: {sub}");
+                assert_eq!(report["gate"]["passed"], true, "{name}: {sub}");
+                assert!(report["speed"]["score"].is_number(), "{name}: {sub}");
+            }
+        }
+        assert!(
+            sub["rounds"][0]["log"].as_str().is_some(),
+            "{name}: no log kept: {sub}"
+        );
+    }
+    eprintln!("real-engine round 1:\n{}", seen.join("\n"));
+    stop(&mut pod).await;
+    stop(&mut host).await;
+    assert!(
+        cacheon_containers().is_empty(),
+        "{:?}",
+        cacheon_containers()
+    );
 }

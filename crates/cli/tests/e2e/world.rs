@@ -178,6 +178,13 @@ pub struct World {
     pub status: String,
     status_port: u16,
     network: String,
+    /// The baseline the host pins: image, digest, arguments.
+    pub baseline: (String, String, String),
+    /// The pods' model directory (mounted at /models).
+    pub models: PathBuf,
+    /// The pods' sandbox sizes: start-up seconds, memory GiB.
+    pub pod_startup_secs: u64,
+    pub pod_memory_gb: u64,
 }
 
 fn free_port() -> u16 {
@@ -192,6 +199,33 @@ impl World {
     /// slow and cheating miners, and a malformed commitment.
     pub async fn new(name: &str) -> World {
         let images = images().await;
+        let mut world = World::empty(name, images).await;
+        let models = world.dir.path().join("models");
+        std::fs::create_dir_all(&models).expect("mkdir");
+        std::fs::write(
+            models.join("config.json"),
+            r#"{"max_position_embeddings": 4096}"#,
+        )
+        .expect("config.json");
+        std::fs::write(models.join("model-00001-of-00001.safetensors"), b"toy").expect("weights");
+        std::fs::write(
+            models.join("tokenizer.json"),
+            cacheon_mockminer::tokenizer_json(),
+        )
+        .expect("tokenizer.json");
+        world.models = models;
+        world.commit(FAST.0, 990);
+        world.commit(SLOW.0, 991);
+        world.commit(CHEATER.0, 992);
+        world
+            .node
+            .put_plain_commitment(NETUID, &hotkey(MALFORMED_UID), 993, b"not json at all");
+        world
+    }
+
+    /// The subnet, S3, the wallet and the workload, with the mock baseline and no
+    /// commitments; the caller sets the models and what is committed.
+    pub async fn empty(name: &str, images: Images) -> World {
         let metadata = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../chain/tests/fixtures/finney-spec393.scale"
@@ -219,26 +253,21 @@ impl World {
             node,
             _ws: ws,
             ws_url: format!("ws://{addr}"),
-            images,
             db: dir.path().join("cacheon.db"),
             status_port,
             status: format!("http://127.0.0.1:{status_port}"),
             network: format!("cacheon-e2e-{name}-{}", std::process::id()),
+            baseline: (
+                images.baseline.0.clone(),
+                images.baseline.1.clone(),
+                BASELINE_ARGS.to_string(),
+            ),
+            models: dir.path().join("models"),
+            pod_startup_secs: 30,
+            pod_memory_gb: 1,
+            images,
             dir,
         };
-        let models = world.dir.path().join("models");
-        std::fs::create_dir_all(&models).expect("mkdir");
-        std::fs::write(
-            models.join("config.json"),
-            r#"{"max_position_embeddings": 4096}"#,
-        )
-        .expect("config.json");
-        std::fs::write(models.join("model-00001-of-00001.safetensors"), b"toy").expect("weights");
-        std::fs::write(
-            models.join("tokenizer.json"),
-            cacheon_mockminer::tokenizer_json(),
-        )
-        .expect("tokenizer.json");
         std::fs::write(world.dir.path().join("workload.json"), WORKLOAD).expect("workload");
         let hotkeys = world.dir.path().join("wallets/validator/hotkeys");
         std::fs::create_dir_all(&hotkeys).expect("mkdir");
@@ -247,12 +276,6 @@ impl World {
             format!(r#"{{"secretSeed":"{SEED}","ss58Address":"{VALIDATOR}"}}"#),
         )
         .expect("hotkey");
-        world.commit(FAST.0, 990);
-        world.commit(SLOW.0, 991);
-        world.commit(CHEATER.0, 992);
-        world
-            .node
-            .put_plain_commitment(NETUID, &hotkey(MALFORMED_UID), 993, b"not json at all");
         world
     }
 
@@ -267,6 +290,13 @@ impl World {
     /// Reveals a commitment of `uid` to `image` (with any digest) at `block`.
     pub fn commit_image(&self, uid: u16, image: &str, block: u64) {
         let digest = format!("sha256:{}", "e".repeat(64));
+        let json = format!(r#"{{"image":"{image}","digest":"{digest}"}}"#);
+        self.node
+            .put_revealed(NETUID, &hotkey(uid), &[(json.encode(), block)]);
+    }
+
+    /// Reveals a commitment of `uid` to `image` at `digest` at `block`.
+    pub fn commit_pinned(&self, uid: u16, image: &str, digest: &str, block: u64) {
         let json = format!(r#"{{"image":"{image}","digest":"{digest}"}}"#);
         self.node
             .put_revealed(NETUID, &hotkey(uid), &[(json.encode(), block)]);
@@ -297,9 +327,9 @@ impl World {
             .arg("--database")
             .arg(&self.db)
             .args(["--subtensor-url", &self.ws_url])
-            .args(["--baseline-image", &self.images.baseline.0])
-            .args(["--baseline-digest", &self.images.baseline.1])
-            .args(["--baseline-args", BASELINE_ARGS])
+            .args(["--baseline-image", &self.baseline.0])
+            .args(["--baseline-digest", &self.baseline.1])
+            .args(["--baseline-args", &self.baseline.2])
             .arg("--workload")
             .arg(dir.join("workload.json"))
             .args(["--status-addr", &format!("127.0.0.1:{}", self.status_port)])
@@ -315,6 +345,13 @@ impl World {
     }
 
     pub fn pod(&self, name: &str) -> Daemon {
+        self.pod_on(name, &self.models)
+    }
+
+    /// A pod whose machine has `models` as its model directory.
+    pub fn pod_on(&self, name: &str, models: &std::path::Path) -> Daemon {
+        let startup = self.pod_startup_secs.to_string();
+        let memory = self.pod_memory_gb.to_string();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cacheon"));
         cmd.args([
             "pod",
@@ -333,11 +370,11 @@ impl World {
             "--lease-renew-secs",
             "1",
             "--startup-timeout-secs",
-            "30",
+            &startup,
             "--stop-grace-secs",
             "1",
             "--container-memory-gb",
-            "1",
+            &memory,
             "--container-shm-gb",
             "1",
             "--sandbox-network",
@@ -356,7 +393,7 @@ impl World {
             "--skip-sandbox-self-test",
         ])
         .arg("--models-dir")
-        .arg(self.dir.path().join("models"));
+        .arg(models);
         self.handoff_env(&mut cmd);
         Daemon::spawn(name, cmd)
     }
@@ -460,6 +497,28 @@ impl Daemon {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "{} did not log {needles:?} within {limit:?}:\n{}",
+                self.name,
+                tail(&self.lines(), 60)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits (up to `limit`) for a log line containing every one of `needles`, whether or
+    /// not the process still runs (its last lines, after it exited).
+    pub async fn wait_for_lines(&self, needles: &[&str], limit: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(l) = self
+                .lines()
+                .into_iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return l;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never logged {needles:?}:\n{}",
                 self.name,
                 tail(&self.lines(), 60)
             );

@@ -4,6 +4,7 @@
 
 mod plot;
 mod table;
+mod trial;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +50,21 @@ pub struct Side<T> {
 }
 
 pub async fn run(a: &BenchArgs) -> anyhow::Result<()> {
+    let Some(reference) = &a.image else {
+        let miner = a.miner.as_deref().context("--miner or --image")?;
+        return run_against(a, miner).await;
+    };
+    let trial = trial::start(a, reference).await?;
+    let outcome = run_against(a, &trial.url()).await;
+    let image = trial.image().to_string();
+    let tail = trial.teardown().await;
+    if outcome.is_err() {
+        eprintln!("--- the last lines of {image}'s log ---\n{tail}");
+    }
+    outcome
+}
+
+async fn run_against(a: &BenchArgs, miner_url: &str) -> anyhow::Result<()> {
     let file = match &a.workload {
         Some(path) => workload::read_file(path)?,
         None => workload::WorkloadFile::default(),
@@ -59,7 +75,7 @@ pub async fn run(a: &BenchArgs) -> anyhow::Result<()> {
     let (corpus, templates) = workload::load(&a.source)?;
     let prompts = generate(&a.seed, &corpus, &templates, &shape)?;
 
-    let miner = Target::new(&a.miner, cfg.concurrency, cfg.connect_timeout)?;
+    let miner = Target::new(miner_url, cfg.concurrency, cfg.connect_timeout)?;
     let base = Target::new(&a.baseline, cfg.concurrency, cfg.connect_timeout)?;
     let health = Duration::from_secs(a.health_timeout_s);
     let poll = Duration::from_millis(500);
@@ -128,7 +144,7 @@ pub async fn run(a: &BenchArgs) -> anyhow::Result<()> {
                 run: one.base_run,
             },
             miner: Side {
-                url: a.miner.clone(),
+                url: miner_url.to_string(),
                 result: one.evaluation,
                 run: one.miner_run,
             },
