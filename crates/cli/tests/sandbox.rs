@@ -92,6 +92,8 @@ fn config(network: &str, models: &Path) -> SandboxConfig {
         health_poll: Duration::from_millis(200),
         stop_grace: Duration::from_secs(2),
         log_cap: 4096,
+        open_files: support::engine_limits().0,
+        locked_memory: support::engine_limits().1,
     }
 }
 
@@ -266,15 +268,13 @@ async fn pulled_by_digest_sandboxed_healthy_streaming_then_removed() {
         "{mounts_line}"
     );
     let limits = exec("ulimit -n; ulimit -l; ulimit -c");
+    let (open_files, locked) = support::engine_limits();
+    let locked = locked.map_or("unlimited".to_string(), |b| (b >> 10).to_string());
     assert_eq!(
         String::from_utf8_lossy(&limits.stdout)
             .split_whitespace()
             .collect::<Vec<_>>(),
-        [
-            cacheon_containers::NOFILE.to_string().as_str(),
-            "unlimited",
-            "0"
-        ]
+        [open_files.to_string().as_str(), locked.as_str(), "0"]
     );
     assert!(env.contains(&"USER=cacheon".to_string()), "{env:?}");
     assert_eq!(host.readonly_rootfs, Some(true));

@@ -17,5 +17,5 @@ pub use gpu::{wait_released, GpuProbe};
 pub use registry::{Credentials, RegistryAuth, RegistryPolicy};
 pub use sandbox::{
     container_body, scratch_options, ulimits, Gpus, Labels, Running, SandboxConfig, LABEL_ROLE,
-    LABEL_ROUND, LABEL_SUBMISSION, NOFILE, PORT, USER_NAME,
+    LABEL_ROUND, LABEL_SUBMISSION, PORT, USER_NAME,
 };

@@ -35,9 +35,6 @@ pub const PORT: u16 = 8000;
 /// The user name a server sees (`USER`, `LOGNAME`): the uid has no passwd entry, and
 /// Python's `getpass.getuser()` (torch, Triton) raises without one of these.
 pub const USER_NAME: &str = "cacheon";
-/// Open files per process: vLLM raises its soft limit to 65,535 and warns below; one
-/// socket per connection and one descriptor per shared-memory segment add up.
-pub const NOFILE: i64 = 1 << 20;
 
 /// The scratch tmpfs's mount options. `exec`: inference engines compile kernels at start-up
 /// (torch inductor's C++ `.so`, Triton's launchers, FlashInfer's JIT) into their cache
@@ -48,20 +45,20 @@ pub fn scratch_options(bytes: i64) -> String {
     format!("rw,nosuid,nodev,exec,size={bytes},mode=1777")
 }
 
-/// Resource limits beyond the cgroup's: open files (see `NOFILE`); locked memory
-/// unlimited (CUDA's pinned host buffers and NCCL register memory with `mlock`; the
-/// memory cgroup still bounds the total); no core dumps (a crashing 72B server would write
-/// hundreds of GB, and the root is read-only anyway).
-pub fn ulimits() -> Vec<ResourcesUlimits> {
-    let limit = |name: &str, soft: i64, hard: i64| ResourcesUlimits {
+/// Resource limits beyond the cgroup's: open files and locked memory as configured (see
+/// `SandboxConfig`), no core dumps (a crashing 72B server would write hundreds of GB, and
+/// the root is read-only anyway). A container cannot get more than the Docker engine's own
+/// hard limits: runc refuses to start it, which the pod's canary reports.
+pub fn ulimits(cfg: &SandboxConfig) -> Vec<ResourcesUlimits> {
+    let limit = |name: &str, value: i64| ResourcesUlimits {
         name: Some(name.to_string()),
-        soft: Some(soft),
-        hard: Some(hard),
+        soft: Some(value),
+        hard: Some(value),
     };
     vec![
-        limit("nofile", NOFILE, NOFILE),
-        limit("memlock", -1, -1),
-        limit("core", 0, 0),
+        limit("nofile", cfg.open_files),
+        limit("memlock", cfg.locked_memory.unwrap_or(-1)),
+        limit("core", 0),
     ]
 }
 
@@ -97,6 +94,13 @@ pub struct SandboxConfig {
     pub stop_grace: Duration,
     /// Logs kept per container (the last bytes).
     pub log_cap: usize,
+    /// Open files per process: vLLM raises its soft limit to 65,535 and warns below; a
+    /// socket per connection and a descriptor per shared-memory segment add up.
+    pub open_files: i64,
+    /// Locked memory in bytes, `None` for unlimited: CUDA's pinned host buffers, NCCL and
+    /// GPUDirect register memory with `mlock` (NVIDIA's containers ask for unlimited); the
+    /// memory cgroup still bounds the total.
+    pub locked_memory: Option<i64>,
 }
 
 impl Default for SandboxConfig {
@@ -117,6 +121,8 @@ impl Default for SandboxConfig {
             health_poll: Duration::from_secs(2),
             stop_grace: Duration::from_secs(30),
             log_cap: 2 << 20,
+            open_files: 65_536,
+            locked_memory: None,
         }
     }
 }
@@ -186,7 +192,7 @@ pub fn container_body(
             SCRATCH.to_string(),
             scratch_options(cfg.scratch_bytes),
         )])),
-        ulimits: Some(ulimits()),
+        ulimits: Some(ulimits(cfg)),
         // Bounded on disk by the engine: one file of at most `log_cap` bytes.
         log_config: Some(HostConfigLogConfig {
             typ: Some("json-file".into()),

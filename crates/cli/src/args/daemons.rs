@@ -229,6 +229,14 @@ pub struct PodArgs {
     /// Processes and threads per container (torch runs a thread per core in each worker).
     #[arg(long, env = "CACHEON_CONTAINER_PIDS", default_value_t = 32768)]
     pub container_pids: i64,
+    /// Open files per process in a container (vLLM wants 65,535). At most the Docker
+    /// engine's own hard limit (`LimitNOFILE` of docker.service): runc refuses more.
+    #[arg(long, env = "CACHEON_CONTAINER_OPEN_FILES", default_value_t = 65_536)]
+    pub container_open_files: i64,
+    /// Locked memory per container, MiB; unset: unlimited (CUDA pinned memory, NCCL). At
+    /// most the engine's `LimitMEMLOCK` (setup.sh raises it to infinity).
+    #[arg(long, env = "CACHEON_CONTAINER_LOCKED_MEMORY_MB")]
+    pub container_locked_memory_mb: Option<i64>,
     /// Seconds a server may take to answer `/health`.
     #[arg(long, env = "CACHEON_STARTUP_TIMEOUT_SECS", default_value_t = 900)]
     pub startup_timeout_secs: u64,
@@ -267,7 +275,12 @@ pub struct PodArgs {
     pub canary_image: Option<String>,
     #[arg(long, env = "CACHEON_BASELINE_DIGEST")]
     pub canary_digest: Option<String>,
-    #[arg(long, env = "CACHEON_BASELINE_ARGS", default_value = DEFAULT_BASELINE_ARGS)]
+    #[arg(
+        long,
+        env = "CACHEON_BASELINE_ARGS",
+        default_value = DEFAULT_BASELINE_ARGS,
+        allow_hyphen_values = true
+    )]
     pub canary_args: String,
     /// The served model name the canary asks for.
     #[arg(long, default_value = "Qwen2.5-72B-Instruct")]

@@ -366,6 +366,12 @@ pub struct BenchArgs {
     /// With --image: the scratch tmpfs at /tmp, GiB.
     #[arg(long, default_value_t = 32)]
     pub container_scratch_gb: i64,
+    /// With --image: open files per process (at most your Docker engine's hard limit).
+    #[arg(long, default_value_t = 65_536)]
+    pub container_open_files: i64,
+    /// With --image: locked memory, MiB; unset: unlimited (at most your engine's limit).
+    #[arg(long)]
+    pub container_locked_memory_mb: Option<i64>,
     /// The baseline model's tokenizer.json (in the model directory); the gate reads the
     /// miner's streamed tokens against it. For the mock: `cacheon mock-miner
     /// --write-tokenizer PATH`.

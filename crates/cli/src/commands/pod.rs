@@ -83,6 +83,10 @@ fn config(a: &PodArgs) -> anyhow::Result<PodConfig> {
         memory_bytes: gib(a.container_memory_gb),
         startup_timeout: Duration::from_secs(a.startup_timeout_secs),
         stop_grace: Duration::from_secs(a.stop_grace_secs),
+        open_files: a.container_open_files,
+        locked_memory: a
+            .container_locked_memory_mb
+            .map(|mb| mb.saturating_mul(1 << 20)),
         ..SandboxConfig::default()
     };
     cfg.gpu_probe.nvidia_smi = a.nvidia_smi.clone();

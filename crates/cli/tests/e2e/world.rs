@@ -352,6 +352,7 @@ impl World {
     pub fn pod_on(&self, name: &str, models: &std::path::Path) -> Daemon {
         let startup = self.pod_startup_secs.to_string();
         let memory = self.pod_memory_gb.to_string();
+        let (open_files, locked) = support::engine_limits();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cacheon"));
         cmd.args([
             "pod",
@@ -392,8 +393,12 @@ impl World {
             "20.10",
             "--skip-sandbox-self-test",
         ])
+        .args(["--container-open-files", &open_files.to_string()])
         .arg("--models-dir")
         .arg(models);
+        if let Some(bytes) = locked {
+            cmd.args(["--container-locked-memory-mb", &(bytes >> 20).to_string()]);
+        }
         self.handoff_env(&mut cmd);
         Daemon::spawn(name, cmd)
     }

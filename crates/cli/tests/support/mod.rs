@@ -127,3 +127,20 @@ pub fn push_image_with(tar: &Path, changes: &[String], repo: &str) -> (String, S
     sh(Command::new("docker").args(["rmi", "-f", &tag]));
     (tag, digest)
 }
+
+/// The Docker engine's own hard limits on open files and locked memory (bytes, `None` for
+/// unlimited): a container cannot be given more (runc refuses to start it). A developer's
+/// dockerd started from a limited shell has far less than a systemd-run production one.
+#[allow(dead_code)] // not every test binary starts containers
+pub fn engine_limits() -> (i64, Option<i64>) {
+    let pid = sh(Command::new("pidof").arg("dockerd"));
+    let pid = pid.split_whitespace().next().expect("dockerd is running");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("dockerd's limits");
+    let hard = |name: &str| -> Option<i64> {
+        let line = limits.lines().find(|l| l.starts_with(name))?;
+        let hard = line[name.len()..].split_whitespace().nth(1)?;
+        hard.parse().ok()
+    };
+    let open_files = hard("Max open files").map_or(65_536, |n| n.min(65_536));
+    (open_files, hard("Max locked memory"))
+}

@@ -86,6 +86,10 @@ pub async fn start(a: &BenchArgs, reference: &str) -> anyhow::Result<Trial> {
         scratch_bytes: a.container_scratch_gb.saturating_mul(1 << 30),
         startup_timeout: Duration::from_secs(a.startup_timeout_s),
         stop_grace: Duration::from_secs(5),
+        open_files: a.container_open_files,
+        locked_memory: a
+            .container_locked_memory_mb
+            .map(|mb| mb.saturating_mul(1 << 20)),
         ..SandboxConfig::default()
     };
     let labels = Labels {
