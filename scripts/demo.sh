@@ -128,7 +128,15 @@ say "the host (observe mode: no wallet), status API on $status"
 pids+=($!)
 
 say "a pod (no GPUs, a toy model directory)"
-"$bin" pod --pod-id demo-pod --gpu-count 0 --gpus none --min-free-disk-gb 0 \
+# A container gets at most the engine's own limits (runc refuses more); a dockerd started
+# from a limited shell has far fewer than the sandbox's defaults.
+dockerd_limit() { awk -v n="$1" 'index($0, n) == 1 { print $(NF - 1) }' "/proc/$(pidof dockerd | cut -d' ' -f1)/limits"; }
+open_files="$(dockerd_limit 'Max open files')"
+if [ "$open_files" = unlimited ] || [ "$open_files" -gt 65536 ]; then open_files=65536; fi
+limits=(--container-open-files "$open_files")
+locked="$(dockerd_limit 'Max locked memory')"
+if [ "$locked" != unlimited ]; then limits+=(--container-locked-memory-mb "$((locked >> 20))"); fi
+"$bin" pod "${limits[@]}" --pod-id demo-pod --gpu-count 0 --gpus none --min-free-disk-gb 0 \
   --poll-secs 1 --startup-timeout-secs 60 --stop-grace-secs 1 \
   --container-memory-gb 1 --container-shm-gb 1 --sandbox-network cacheon-demo \
   --sandbox-bridge cacheon-demo0 --allow-registries 127.0.0.1:5000 \

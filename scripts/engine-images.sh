@@ -26,6 +26,9 @@
 # Writes the references to $CACHEON_ENGINE_CACHE/images.env too (CACHEON_ENGINE_VLLM=..., for
 # the tests); the model is the tiny-qwen2 fixture of ../shared/realvllm ($CACHEON_SHARED).
 set -euo pipefail
+# A failure inside $(...) (every build runs in one) must stop the script too.
+shopt -s inherit_errexit
+trap 'echo "engine-images: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SHARED="${CACHEON_SHARED:-$root/../shared}"
@@ -69,7 +72,7 @@ registry_digest() {
   curl -fsS -m 10 -o /dev/null -D - \
     -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
     "http://$REGISTRY/v2/$1/manifests/$2" 2>/dev/null \
-    | tr -d '\r' | awk -F': ' 'tolower($1) == "docker-content-digest" { print $2 }'
+    | tr -d '\r' | awk -F': ' 'tolower($1) == "docker-content-digest" { print $2 }' || true
 }
 
 # publish NAME KEY BUILD...: unless the registry holds cacheon-engines/NAME:KEY, runs BUILD
@@ -101,8 +104,8 @@ base_tar="$CACHE/base-$base_key.tar"
 if [ ! -s "$base_tar" ]; then
   say "Debian bookworm base with $BASE_PACKAGES (mmdebstrap)"
   mmdebstrap --quiet --variant=minbase --include="$BASE_PACKAGES" \
-    --aptopt='APT::Install-Recommends "false"' bookworm "$base_tar.part" "$MIRROR"
-  mv "$base_tar.part" "$base_tar"
+    --aptopt='APT::Install-Recommends "false"' bookworm "$CACHE/partial.tar" "$MIRROR"
+  mv "$CACHE/partial.tar" "$base_tar"
 fi
 
 # ------------------------------------------------------------------ vllm (the baseline)

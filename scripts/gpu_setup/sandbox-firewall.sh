@@ -87,6 +87,9 @@ fi
 export CACHEON_PROBE_IMAGE="${CACHEON_PROBE_IMAGE:-$IMAGE}"
 if out="$("${probe[@]}" 2>&1)"; then
   ok "self-test: a container on $NETWORK reaches nothing on this machine"
+  if printf '%s' "$out" | grep -q 'baseline canary'; then
+    ok "$(printf '%s' "$out" | grep 'baseline canary' | tail -n1)"
+  fi
 else
   todo "self-test failed: $(printf '%s' "$out" | tail -n 3)"
 fi

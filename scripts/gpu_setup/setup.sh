@@ -3,8 +3,9 @@
 #   1. Docker engine, 2. NVIDIA container toolkit, 3. disk-space checks,
 #   4. Qwen2.5-72B-Instruct weights in /workspace/models/Qwen2.5-72B-Instruct,
 #   5. the baseline image pulled by its pinned digest, 6. a GPU smoke check,
-#   7. the sandbox network's firewall rules, saved, and the pod's sandbox self-test
-#      (sandboxed servers cannot reach the machine; scripts/gpu_setup/sandbox-firewall.sh).
+#   7. the sandbox network's firewall rules, saved, the pod's sandbox self-test
+#      (sandboxed servers cannot reach the machine; scripts/gpu_setup/sandbox-firewall.sh)
+#      and its canary (the pinned baseline started in the sandbox and asked one question).
 # Every step checks first and only acts when something is missing; run it as often as you
 # like. With --check it only verifies and reports, changing nothing (exit 1 if anything is
 # missing).
@@ -86,6 +87,25 @@ else
   todo "docker engine (apt-get install docker.io)"
 fi
 
+# The engine's own limits bound every container's: locked memory (CUDA pinned buffers,
+# NCCL; systemd's default is 8 MiB) and open files (vLLM wants 65,535).
+dockerd_limit() { # NAME: dockerd's hard limit
+  local pid
+  pid="$(pidof dockerd 2>/dev/null | cut -d' ' -f1)"
+  [ -n "$pid" ] && awk -v n="$1" 'index($0, n) == 1 { print $(NF - 1) }' "/proc/$pid/limits"
+}
+memlock="$(dockerd_limit 'Max locked memory' || true)"
+nofile="$(dockerd_limit 'Max open files' || true)"
+if [ "$memlock" = unlimited ] && [ "${nofile:-0}" != unlimited ] && [ "${nofile:-0}" -ge 65536 ]; then
+  ok "dockerd's limits: locked memory unlimited, $nofile open files"
+elif act sh -c 'mkdir -p /etc/systemd/system/docker.service.d \
+    && printf "[Service]\nLimitMEMLOCK=infinity\nLimitNOFILE=1048576\n" > /etc/systemd/system/docker.service.d/cacheon-limits.conf \
+    && systemctl daemon-reload && systemctl restart docker'; then
+  ok "dockerd's limits raised (LimitMEMLOCK=infinity, LimitNOFILE=1048576)"
+else
+  todo "dockerd's limits (locked memory ${memlock:-?}, open files ${nofile:-?}): a drop-in with LimitMEMLOCK=infinity and LimitNOFILE=1048576"
+fi
+
 step "2. NVIDIA container toolkit"
 toolkit="$(nvidia-ctk --version 2>/dev/null | sed -n 's/.*version \([0-9.]*\).*/\1/p' | head -n1 || true)"
 if [ -n "$toolkit" ] && ! at_least "$toolkit" 1.17.8; then
@@ -163,7 +183,14 @@ else
   todo "nvidia-smi not found (install the NVIDIA driver)"
 fi
 
-step "7. Sandbox network firewall and self-test"
+step "7. Sandbox network firewall, self-test and the baseline canary"
+# The canary (in `cacheon pod --check-only`): the pinned baseline started in the sandbox
+# on these weights, asked one greedy question.
+export CACHEON_BASELINE_IMAGE="$BASELINE_IMAGE" CACHEON_BASELINE_DIGEST="$BASELINE_DIGEST"
+if [ -z "${CACHEON_BASELINE_ARGS:-}" ] && [ -n "$(from_env_file CACHEON_BASELINE_ARGS)" ]; then
+  CACHEON_BASELINE_ARGS="$(from_env_file CACHEON_BASELINE_ARGS)"
+  export CACHEON_BASELINE_ARGS
+fi
 # sandbox-firewall.sh: the internal network on its fixed bridge, the rules (IPv4 and IPv6)
 # that drop new connections from it to this machine, saved for reboots, and the pod's own
 # self-test proving a container on it reaches nothing.

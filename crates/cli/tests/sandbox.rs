@@ -256,7 +256,7 @@ async fn pulled_by_digest_sandboxed_healthy_streaming_then_removed() {
     // to the scratch space runs, descriptors and locked memory are not starved, and the
     // user has a name without a passwd entry.
     let ran =
-        exec("cp /bin/busybox /tmp/compiled && /tmp/compiled true && grep ' /tmp ' /proc/mounts");
+        exec("cp /bin/busybox /tmp/busybox && /tmp/busybox true && grep ' /tmp ' /proc/mounts");
     let mounts_line = String::from_utf8_lossy(&ran.stdout).to_string();
     assert!(
         ran.status.success(),
@@ -929,8 +929,15 @@ async fn the_self_test_refuses_a_sandbox_that_reaches_the_machine_until_the_fire
         cacheon_mockminer::tokenizer_json(),
     )
     .unwrap();
+    let (open_files, locked_memory) = support::engine_limits();
     let script = |check: bool| {
         let mut cmd = Command::new("bash");
+        if let Some(bytes) = locked_memory {
+            cmd.env(
+                "CACHEON_CONTAINER_LOCKED_MEMORY_MB",
+                (bytes >> 20).to_string(),
+            );
+        }
         cmd.arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../scripts/gpu_setup/sandbox-firewall.sh"
@@ -952,6 +959,7 @@ async fn the_self_test_refuses_a_sandbox_that_reaches_the_machine_until_the_fire
             .env("CACHEON_CONTAINER_MEMORY_GB", "1")
             .env("CACHEON_CONTAINER_SHM_GB", "1")
             .env("CACHEON_CONTAINER_SCRATCH_GB", "1")
+            .env("CACHEON_CONTAINER_OPEN_FILES", open_files.to_string())
             .env("CACHEON_S3_BUCKET", "unused")
             .env("CACHEON_HANDOFF_SECRET", "unused");
         let out = cmd.output().unwrap();

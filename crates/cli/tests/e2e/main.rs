@@ -734,3 +734,99 @@ async fn real_engines_a_canary_refuses_an_unfit_machine_then_a_round_is_judged()
         cacheon_containers()
     );
 }
+
+/// The crash that real engines met before the scratch tmpfs was mounted `exec`: the real
+/// vLLM baseline in its default compile mode, in our sandbox's container body with the old
+/// tmpfs options, dies loading its own compiled kernels. Kept as a reproduction (minutes of
+/// a compiling vLLM); the real-engine round above is the regression test of the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a reproduction of the noexec crash (about 3 minutes): run with --ignored"]
+async fn a_noexec_scratch_kills_a_real_vllm_at_start_up() {
+    use bollard::query_parameters::{LogsOptionsBuilder, StartContainerOptions};
+    use futures_util::StreamExt;
+
+    let engines = engines::engines();
+    let _turn = TURN.lock().await;
+    let engine = cacheon_containers::Engine::connect().await.unwrap();
+    let (image, digest) = engines.get("vllm");
+    let pinned = format!(
+        "{}@{digest}",
+        image.split(':').take(2).collect::<Vec<_>>().join(":")
+    );
+    let (open_files, locked_memory) = support::engine_limits();
+    let cfg = cacheon_containers::SandboxConfig {
+        network: format!("cacheon-noexec-{}", std::process::id()),
+        bridge: None,
+        models_dir: engines::model_dir(),
+        gpus: cacheon_containers::Gpus::None,
+        memory_bytes: 6 << 30,
+        shm_bytes: 1 << 30,
+        open_files,
+        locked_memory,
+        ..cacheon_containers::SandboxConfig::default()
+    };
+    engine.ensure_network(&cfg.network, None).await.unwrap();
+    let args: Vec<String> = engines::BASELINE_ARGS
+        .replace("{max_model_len}", "8192")
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let labels = cacheon_containers::Labels {
+        round: "noexec".into(),
+        submission: "baseline".into(),
+        role: "baseline".into(),
+        pod: "noexec-repro".into(),
+    };
+    let mut body = cacheon_containers::container_body(&pinned, &args, &labels, &cfg);
+    let host = body.host_config.as_mut().unwrap();
+    let old = format!("rw,nosuid,nodev,size={},mode=1777", cfg.scratch_bytes);
+    host.tmpfs = Some([("/tmp".to_string(), old)].into());
+    let docker = engine.docker();
+    let id = docker
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            body,
+        )
+        .await
+        .unwrap()
+        .id;
+    docker
+        .start_container(&id, None::<StartContainerOptions>)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // It either crashes or serves; either way it is done well within ten minutes.
+    let exit = tokio::time::timeout(
+        Duration::from_secs(600),
+        docker
+            .wait_container(&id, None::<bollard::query_parameters::WaitContainerOptions>)
+            .next(),
+    )
+    .await;
+    let mut logs = docker.logs(
+        &id,
+        Some(LogsOptionsBuilder::new().stdout(true).stderr(true).build()),
+    );
+    let mut text = String::new();
+    while let Some(Ok(chunk)) = logs.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+    }
+    engine.remove_container(&id).await.unwrap();
+    let _ = Command::new("docker")
+        .args(["network", "rm", &cfg.network])
+        .output();
+    let outcome = format!("{exit:?}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("failed to map segment"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no noexec crash ({outcome:?}):\n{}",
+                world::tail(&text.lines().map(String::from).collect::<Vec<_>>(), 40)
+            )
+        });
+    eprintln!(
+        "exited after {:.0} s ({outcome}):\n{line}",
+        started.elapsed().as_secs_f64()
+    );
+}
