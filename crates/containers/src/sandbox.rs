@@ -267,7 +267,13 @@ impl Engine {
             )
             .await
         {
-            return Err(self.start_error(e).await);
+            // Removed now, not by `Drop` in the background: a short-lived process (the
+            // canary of `pod --check-only`) would exit first and leave it behind.
+            let error = self.start_error(e).await;
+            if remove(self, &running.id).await.is_ok() {
+                running.removed = true;
+            }
+            return Err(error);
         }
         let inspect = self
             .docker

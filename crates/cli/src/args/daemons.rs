@@ -9,10 +9,10 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::{NodeArgs, WalletArgs, WorkloadSource};
 
-/// The S3 bucket the host and pods exchange rounds through.
-
 /// Production's baseline command line (`{max_model_len}` is filled in by the pod).
 pub const DEFAULT_BASELINE_ARGS: &str = "--model /models --served-model-name Qwen2.5-72B-Instruct --tensor-parallel-size 4 --max-model-len {max_model_len} --generation-config vllm --port 8000";
+
+/// The S3 bucket the host and pods exchange rounds through.
 #[derive(Debug, Clone, Args)]
 pub struct HandoffArgs {
     /// S3 endpoint URL; leave unset for AWS itself.
@@ -150,7 +150,8 @@ pub struct HostRunArgs {
     #[arg(
         long,
         env = "CACHEON_BASELINE_ARGS",
-        default_value = DEFAULT_BASELINE_ARGS
+        default_value = DEFAULT_BASELINE_ARGS,
+        allow_hyphen_values = true
     )]
     pub baseline_args: String,
     /// JSON file overriding the workload, harness limits and gate thresholds:
