@@ -56,16 +56,9 @@ curl -fsS -m 5 "http://$REGISTRY/v2/" >/dev/null || die "no registry at $REGISTR
 mkdir -p "$CACHE"
 exec 9>"$CACHE/lock"
 flock 9
-missing=()
-command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
-command -v cmake >/dev/null 2>&1 || missing+=(cmake)
-command -v g++ >/dev/null 2>&1 || missing+=(g++)
-command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
-if [ "${#missing[@]}" -gt 0 ]; then
-  say "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+for tool in mmdebstrap cmake g++ skopeo; do
+  command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (scripts/test-services.sh installs it)"
+done
 
 # The digest the registry serves for REPO:TAG, or nothing.
 registry_digest() {

@@ -725,7 +725,13 @@ async fn real_engines_a_canary_refuses_an_unfit_machine_then_a_round_is_judged()
             "{name}: no log kept: {sub}"
         );
     }
-    eprintln!("real-engine round 1:\n{}", seen.join("\n"));
+    let canary = pod
+        .wait_for(&["canary passed"], Duration::from_secs(1))
+        .await;
+    eprintln!(
+        "the fit pod's canary: {canary}\nreal-engine round 1:\n{}",
+        seen.join("\n")
+    );
     stop(&mut pod).await;
     stop(&mut host).await;
     assert!(

@@ -483,6 +483,10 @@ impl Daemon {
     /// Waits (polling, up to `limit`) for a log line containing every one of `needles`;
     /// panics with the log so far when the process exits or the limit passes.
     pub async fn wait_for(&mut self, needles: &[&str], limit: Duration) -> String {
+        self.poll_lines(needles, limit, true).await
+    }
+
+    async fn poll_lines(&mut self, needles: &[&str], limit: Duration, alive: bool) -> String {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(l) = self
@@ -492,12 +496,14 @@ impl Daemon {
             {
                 return l;
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited ({status}) before {needles:?}:\n{}",
-                    self.name,
-                    self.lines().join("\n")
-                );
+            if alive {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    panic!(
+                        "{} exited ({status}) before {needles:?}:\n{}",
+                        self.name,
+                        self.lines().join("\n")
+                    );
+                }
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -511,24 +517,8 @@ impl Daemon {
 
     /// Waits (up to `limit`) for a log line containing every one of `needles`, whether or
     /// not the process still runs (its last lines, after it exited).
-    pub async fn wait_for_lines(&self, needles: &[&str], limit: Duration) -> String {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Some(l) = self
-                .lines()
-                .into_iter()
-                .find(|l| needles.iter().all(|n| l.contains(n)))
-            {
-                return l;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} never logged {needles:?}:\n{}",
-                self.name,
-                tail(&self.lines(), 60)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    pub async fn wait_for_lines(&mut self, needles: &[&str], limit: Duration) -> String {
+        self.poll_lines(needles, limit, false).await
     }
 
     /// SIGKILL: no cleanup of any kind runs.
