@@ -78,6 +78,7 @@ fn policy(size_limit: u64) -> PullPolicy {
 }
 
 fn config(network: &str, models: &Path) -> SandboxConfig {
+    let (open_files, locked_memory) = support::engine_limits();
     SandboxConfig {
         network: network.into(),
         bridge: None,
@@ -92,8 +93,8 @@ fn config(network: &str, models: &Path) -> SandboxConfig {
         health_poll: Duration::from_millis(200),
         stop_grace: Duration::from_secs(2),
         log_cap: 4096,
-        open_files: support::engine_limits().0,
-        locked_memory: support::engine_limits().1,
+        open_files,
+        locked_memory,
     }
 }
 

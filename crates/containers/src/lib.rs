@@ -16,6 +16,6 @@ pub use error::{Blame, ContainerError};
 pub use gpu::{wait_released, GpuProbe};
 pub use registry::{Credentials, RegistryAuth, RegistryPolicy};
 pub use sandbox::{
-    container_body, scratch_options, ulimits, Gpus, Labels, Running, SandboxConfig, LABEL_ROLE,
-    LABEL_ROUND, LABEL_SUBMISSION, PORT, USER_NAME,
+    container_body, log_tail, scratch_options, ulimits, Gpus, Labels, Running, SandboxConfig,
+    LABEL_ROLE, LABEL_ROUND, LABEL_SUBMISSION, PORT, USER_NAME,
 };

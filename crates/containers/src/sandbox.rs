@@ -434,6 +434,14 @@ impl Running {
     }
 }
 
+/// The last `n` lines of a container's log, lossily decoded (for people: an error
+/// message, a report).
+pub fn log_tail(logs: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(logs);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// Longest time spent reading one container's logs.
 const LOG_READ_DEADLINE: Duration = Duration::from_secs(15);
 
@@ -457,5 +465,17 @@ impl Drop for Running {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_tail;
+
+    #[test]
+    fn the_tail_keeps_the_last_lines() {
+        assert_eq!(log_tail(b"a\nb\nc\n", 2), "b\nc");
+        assert_eq!(log_tail(b"", 2), "");
+        assert_eq!(log_tail(b"only", 5), "only");
     }
 }

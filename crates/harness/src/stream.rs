@@ -252,7 +252,6 @@ pub async fn stream_chat(
     let (response, stamp) = loop {
         attempt += 1;
         let (stamped, stamp) = crate::send_stamp::StampedBody::new(body.clone());
-        let this_stamp = stamp.clone();
         let request = target
             .client
             .post(target.url("/v1/chat/completions"))
@@ -269,7 +268,7 @@ pub async fn stream_chat(
             }
             Ok(Err(e)) if attempt <= SEND_RETRIES && (e.is_connect() || e.is_request()) => {
                 if first_sent.is_none() {
-                    first_sent = this_stamp.get().copied();
+                    first_sent = stamp.get().copied();
                 }
                 tracing::debug!("request {prompt_index} retried: {}", crate::error_chain(&e));
             }

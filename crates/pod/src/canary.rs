@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use cacheon_containers::{wait_released, Engine, Labels};
+use cacheon_containers::{log_tail, wait_released, Engine, Labels};
 use cacheon_core::reference::{Digest, ImageRef};
 use cacheon_handoff::documents::BaselineImage;
 use tokio::time::Instant;
@@ -101,7 +101,7 @@ pub async fn run(
     let logs = running.teardown().await.unwrap_or_default();
     match outcome {
         Ok(passed) => Ok(passed),
-        Err(detail) => Err(unfit(detail, tail(&logs, LOG_TAIL_LINES))),
+        Err(detail) => Err(unfit(detail, log_tail(&logs, LOG_TAIL_LINES))),
     }
 }
 
@@ -162,23 +162,4 @@ async fn ask(base_url: &str, model: &str) -> Result<String, String> {
         ));
     }
     Ok(content.chars().take(200).collect())
-}
-
-/// The last `n` lines of a log, lossily decoded.
-fn tail(logs: &[u8], n: usize) -> String {
-    let text = String::from_utf8_lossy(logs);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::tail;
-
-    #[test]
-    fn the_tail_keeps_the_last_lines() {
-        assert_eq!(tail(b"a\nb\nc\n", 2), "b\nc");
-        assert_eq!(tail(b"", 2), "");
-        assert_eq!(tail(b"only", 5), "only");
-    }
 }

@@ -16,7 +16,7 @@ use crate::args::PodArgs;
 use crate::commands::handoff;
 use crate::{shutdown, workload};
 
-fn gpus(spec: &str) -> anyhow::Result<Gpus> {
+pub(crate) fn gpus(spec: &str) -> anyhow::Result<Gpus> {
     Ok(match spec.trim() {
         "all" => Gpus::All,
         "none" => Gpus::None,

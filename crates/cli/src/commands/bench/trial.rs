@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cacheon_containers::{
-    ContainerError, Engine, Gpus, Labels, PullPolicy, RegistryPolicy, Running, SandboxConfig,
+    log_tail, ContainerError, Engine, Labels, PullPolicy, RegistryPolicy, Running, SandboxConfig,
 };
 use cacheon_core::reference::{Digest, ImageRef};
 use tokio::time::Instant;
@@ -28,10 +28,7 @@ impl Trial {
 
     /// Stops and removes the container; the last lines of its log.
     pub async fn teardown(self) -> String {
-        let logs = self.running.teardown().await.unwrap_or_default();
-        let text = String::from_utf8_lossy(&logs);
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        log_tail(&self.running.teardown().await.unwrap_or_default(), 30)
     }
 
     pub fn image(&self) -> &str {
@@ -76,11 +73,7 @@ pub async fn start(a: &BenchArgs, reference: &str) -> anyhow::Result<Trial> {
         network: "cacheon-bench".into(),
         bridge: None,
         models_dir: models,
-        gpus: match a.gpus.as_str() {
-            "none" => Gpus::None,
-            "all" => Gpus::All,
-            ids => Gpus::Ids(ids.split(',').map(String::from).collect()),
-        },
+        gpus: crate::commands::pod::gpus(&a.gpus)?,
         memory_bytes: a.container_memory_gb.saturating_mul(1 << 30),
         shm_bytes: a.container_shm_gb.saturating_mul(1 << 30),
         scratch_bytes: a.container_scratch_gb.saturating_mul(1 << 30),
