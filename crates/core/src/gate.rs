@@ -91,6 +91,9 @@ pub enum StreamFault {
     Stalled,
     /// A 3xx answer; never followed.
     Redirected,
+    /// More server-sent events than the request could need (a valid stream bloated with
+    /// empty events, each of which the validator would have to keep).
+    TooManyEvents,
 }
 
 /// Everything the gate looks at for one scored request.

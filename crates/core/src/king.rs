@@ -104,6 +104,8 @@ coded_enum! {
         Beaten => "beaten",
         /// Its hotkey left the netuid.
         Deregistered => "deregistered",
+        /// Its own turns voided `KING_VOID_LIMIT` rounds in a row.
+        CausedVoids => "caused_voids",
     }
 }
 

@@ -183,6 +183,19 @@ coded_enum! {
         /// the contestant's time budget.
         RequestDeadline => "request_deadline",
         GateFailed => "gate_failed",
+        /// The whole turn (pull wait, start, health, workload) ran past the budget every
+        /// contestant gets: a slow but valid server cannot make the round overrun.
+        TurnBudgetExceeded => "turn_budget_exceeded",
+        /// The image declares a `VOLUME`: Docker would give it writable disk outside the
+        /// read-only root and the size limits.
+        DeclaredVolume => "declared_volume",
+        /// The image's environment sets a variable that steers the NVIDIA container
+        /// toolkit (`NVIDIA_MOFED`, `NVIDIA_NVSWITCH`, ...): it could bring in devices
+        /// (InfiniBand, NVSwitch) the sandbox does not give.
+        ToolkitVariable => "toolkit_variable",
+        /// What the contestant's server produced would not fit the hand-off document it is
+        /// stored in (a valid but bloated stream).
+        ResultTooLarge => "result_too_large",
     }
 }
 

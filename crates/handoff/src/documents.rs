@@ -11,6 +11,8 @@
 //!   the contestant again.
 //! - `BaselineResult` and `Done` (pod, once each, last): the verdicts the host applies.
 
+use std::time::Duration;
+
 use cacheon_core::confirm::ConfirmRule;
 use cacheon_core::gate::{GateThresholds, GateVerdict};
 use cacheon_core::noise::{Lead, ScoreNoise};
@@ -47,6 +49,22 @@ pub struct Job {
     /// a job from before confirmation existed): no confirmation pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crown: Option<CrownTerms>,
+    /// Seconds one contestant's whole turn may take (pull wait, start, health, workload,
+    /// teardown). The host derives `deadline_at` from it, so no contestant can make the
+    /// round overrun. `None` in jobs written before turn budgets: `DEFAULT_TURN_BUDGET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_budget_secs: Option<u64>,
+}
+
+/// The turn budget of a job that does not name one (and the host's default).
+pub const DEFAULT_TURN_BUDGET: Duration = Duration::from_secs(30 * 60);
+
+impl Job {
+    /// What one contestant's turn may take in this round.
+    pub fn turn_budget(&self) -> Duration {
+        self.turn_budget_secs
+            .map_or(DEFAULT_TURN_BUDGET, Duration::from_secs)
+    }
 }
 
 /// The king's threshold of one round.

@@ -82,8 +82,14 @@ pub fn seal<T: Serialize>(
             Value::String(hex::encode(mac.finalize().into_bytes())),
         );
     }
-    serde_json::to_vec_pretty(&Value::Object(map))
-        .map_err(|e| EnvelopeError::Serialize(e.to_string()))
+    let bytes = serde_json::to_vec_pretty(&Value::Object(map))
+        .map_err(|e| EnvelopeError::Serialize(e.to_string()))?;
+    // Never write what no reader would accept: the writer learns it now, with the
+    // document still in hand, instead of every reader refusing it later.
+    if bytes.len() > MAX_DOCUMENT_BYTES {
+        return Err(EnvelopeError::TooLarge);
+    }
+    Ok(bytes)
 }
 
 /// Parses and checks a document: size, JSON, schema major version, MAC (required exactly

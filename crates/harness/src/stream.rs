@@ -326,6 +326,7 @@ pub async fn stream_chat(
 
     // Raw data of each event, stamped on arrival; parsed after the stream ends.
     let mut arrived: Vec<(u64, String)> = Vec::with_capacity(cfg.max_tokens as usize + 8);
+    let max_events = cfg.max_events();
     let cap = cfg.byte_cap;
     let mut guard = Guard {
         cap,
@@ -401,6 +402,15 @@ pub async fn stream_chat(
                     record.done = true;
                 }
                 arrived.push((since(now), event.data));
+                // Every event is kept until the stream ends: a valid stream of many tiny
+                // events under the byte cap would otherwise fill memory and the result.
+                if arrived.len() > max_events {
+                    record.fail(
+                        StreamFault::TooManyEvents,
+                        format!("more than {max_events} events"),
+                    );
+                    break;
+                }
             }
         }
     }

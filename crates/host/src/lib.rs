@@ -41,9 +41,11 @@ pub struct HostConfig {
     pub max_parallel_rounds: u32,
     pub max_challengers_per_round: u32,
     pub max_infra_attempts: u32,
-    /// A round's deadline: `base + per_contestant * contestants`.
+    /// A round's deadline: `base + turn_budget * contestants` (`rounds::deadline`). The
+    /// base covers the baseline's turn and judging; each contestant's turn is held to
+    /// `turn_budget` by the pod.
     pub round_deadline_base: Duration,
-    pub round_deadline_per_contestant: Duration,
+    pub turn_budget: Duration,
     pub weights_interval_blocks: u64,
     /// After a failed weights attempt, wait this many blocks before the next.
     pub weights_retry_blocks: u64,
@@ -64,7 +66,7 @@ impl Default for HostConfig {
             max_challengers_per_round: 8,
             max_infra_attempts: 3,
             round_deadline_base: Duration::from_secs(20 * 60),
-            round_deadline_per_contestant: Duration::from_secs(12 * 60),
+            turn_budget: cacheon_handoff::documents::DEFAULT_TURN_BUDGET,
             weights_interval_blocks: 360,
             weights_retry_blocks: 10,
             king_rule: KingRule::default(),

@@ -4,6 +4,7 @@
 //! restarting, and a job once written never changes.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use cacheon_chain::{BlockRef, Metagraph};
 use cacheon_core::prompts::{generate, BlockHash};
@@ -42,11 +43,13 @@ pub async fn open(host: &mut Host, head: BlockRef) -> Result<(), HostError> {
     }
     let king = host.store.king().await?;
     let contestants = pending.len() as u32 + u32::from(king.is_some());
-    let mut deadline = cfg.round_deadline_base + cfg.round_deadline_per_contestant * contestants;
-    // Room for a confirmation pass: two more turns and a baseline of their own.
-    if king.is_some() && cfg.king_rule.confirm.is_some() {
-        deadline += cfg.round_deadline_base + cfg.round_deadline_per_contestant * 2;
-    }
+    let confirm = king.is_some() && cfg.king_rule.confirm.is_some();
+    let deadline = deadline(
+        cfg.round_deadline_base,
+        cfg.turn_budget,
+        contestants,
+        confirm,
+    );
     let new = NewRound {
         seed_block: head.number,
         seed_hash: BlockHash(head.hash).to_string(),
@@ -68,6 +71,14 @@ pub async fn open(host: &mut Host, head: BlockRef) -> Result<(), HostError> {
         hand_off_one(host, &round).await?;
     }
     Ok(())
+}
+
+/// How long a round may take: the base (the baseline's turn and judging) and one turn
+/// budget per contestant; with a confirmation pass, another base and two more turns. The
+/// pod holds every contestant's turn to `turn`, so only our own side can overrun this.
+pub fn deadline(base: Duration, turn: Duration, contestants: u32, confirm: bool) -> Duration {
+    let pass = |turns: u32| base + turn * turns;
+    pass(contestants) + if confirm { pass(2) } else { Duration::ZERO }
 }
 
 /// Every open round has its job in the bucket and a pod requested; pods of closed rounds
@@ -173,6 +184,7 @@ pub async fn job(host: &Host, round: &RoundRow) -> Result<Job, HostError> {
         created_at: round.opened_at,
         deadline_at: round.deadline_at,
         crown,
+        turn_budget_secs: Some(cfg.turn_budget.as_secs()),
     })
 }
 
@@ -197,4 +209,17 @@ async fn crown_terms(host: &Host, round: &RoundRow) -> Result<Option<CrownTerms>
         ),
         confirm,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deadline_holds_every_turn() {
+        let (base, turn) = (Duration::from_secs(600), Duration::from_secs(1800));
+        assert_eq!(deadline(base, turn, 3, false), base + turn * 3);
+        assert_eq!(deadline(base, turn, 3, true), base * 2 + turn * 5);
+        assert_eq!(deadline(base, turn, 0, false), base);
+    }
 }

@@ -5,6 +5,8 @@
 //! contestant's `Measurement::Failed` with a reason code; only our own side (the engine not
 //! answering, S3, the GPUs) interrupts the round, and it is never charged to the miner.
 
+use std::time::Duration;
+
 use cacheon_containers::{wait_released, Blame, ContainerError, Labels, Running};
 use cacheon_core::prompts::PromptSet;
 use cacheon_core::submission::DisqualifyReason;
@@ -19,10 +21,22 @@ use tracing::Instrument;
 use crate::round::{Context, Interrupt};
 use crate::tracker::Tracker;
 
-/// A pull's outcome and how long the round waited for it.
+/// Room kept at the end of a turn for tearing the container down (stop, logs, remove).
+const TEARDOWN_RESERVE: Duration = Duration::from_secs(60);
+
+/// A pull's outcome, how long the round waited for it, and when the turn must end.
 pub struct Pulled {
-    pub pinned: Result<String, ContainerError>,
+    pub pinned: Result<String, PullOutcome>,
     pub wait_ms: u64,
+    pub turn_ends: Instant,
+}
+
+/// Why there is no pulled image.
+#[derive(Debug)]
+pub enum PullOutcome {
+    Failed(ContainerError),
+    /// The turn budget ran out while the round waited for the pull.
+    OutOfTurn,
 }
 
 pub async fn measure(
@@ -40,13 +54,21 @@ pub async fn measure(
         ..StepTimings::default()
     };
     let mut content = None;
+    let budget = job.turn_budget();
     let measurement = match pulled.pinned {
         // The pod checked for room for a whole image before the pull.
-        Err(ContainerError::DiskFull(detail)) => Measurement::Failed {
+        Err(PullOutcome::Failed(ContainerError::DiskFull(detail))) => Measurement::Failed {
             reason: DisqualifyReason::ImageTooLarge,
             detail: format!("unpacking the image filled the disk: {detail}"),
         },
-        Err(e) => miner_or_infra(e)?,
+        Err(PullOutcome::Failed(e)) => miner_or_infra(e)?,
+        Err(PullOutcome::OutOfTurn) => {
+            // The abandoned pull may have left layers behind.
+            if let Ok((image, digest)) = crate::round::parse_image(c) {
+                ctx.engine.remove_image(&image.pinned(&digest)).await;
+            }
+            out_of_turn(budget, "while its image was still being pulled")
+        }
         Ok(pinned) => {
             let what = ctx.engine.content(&pinned).await;
             content = Some(what.map_err(Interrupt::infra)?.id());
@@ -84,18 +106,33 @@ pub async fn measure(
                 prompts.scored_count(),
                 job.harness.fault_budget,
             );
-            let outcome = serve(
-                &running,
-                &job.harness,
-                &stop,
-                prompts,
-                &mut timings,
-                t,
-                tracker,
-                &c.submission_id,
-                cancel,
+            // Health and workload get what is left of the turn, less the teardown's room.
+            let serving = tokio::time::timeout_at(
+                pulled
+                    .turn_ends
+                    .checked_sub(TEARDOWN_RESERVE)
+                    .unwrap_or(pulled.turn_ends),
+                serve(
+                    &running,
+                    &job.harness,
+                    &stop,
+                    prompts,
+                    &mut timings,
+                    t,
+                    tracker,
+                    &c.submission_id,
+                    cancel,
+                ),
             )
             .await;
+            let outcome = match serving {
+                Ok(outcome) => outcome,
+                Err(_) if timings.startup_ms == 0 => {
+                    timings.startup_ms = ms(t);
+                    Ok(out_of_turn(budget, "before its server was healthy"))
+                }
+                Err(_) => Ok(out_of_turn(budget, "during its workload")),
+            };
             let t = Instant::now();
             let logs = running
                 .teardown()
@@ -214,6 +251,15 @@ async fn workload(
     cacheon_harness::run(&target, prompts, harness, stop, Instant::now(), &|_| {})
         .await
         .map_err(|e| e.to_string())
+}
+
+fn out_of_turn(budget: Duration, when: &str) -> Measurement {
+    let reason = DisqualifyReason::TurnBudgetExceeded;
+    tracing::warn!(%reason, "the turn budget of {budget:?} ran out {when}");
+    Measurement::Failed {
+        reason,
+        detail: format!("the turn budget of {} s ran out {when}", budget.as_secs()),
+    }
 }
 
 /// A container failure: the miner's becomes its measurement, ours interrupts the round.

@@ -9,19 +9,20 @@ use std::collections::VecDeque;
 use cacheon_containers::{ContainerError, Engine};
 use cacheon_core::prompts::{generate, BlockHash, PromptSet};
 use cacheon_core::reference::{Digest, ImageRef};
-use cacheon_core::submission::InfraReason;
+use cacheon_core::submission::{DisqualifyReason, InfraReason};
 use cacheon_handoff::documents::{
     ConfirmationPass, ContestantResult, ContestantStatus, Done, Job, JobContestant, Measurement,
     RoundOutcome, RoundPhase, Verdict,
 };
-use cacheon_handoff::{layout, Bucket, Condition, HandoffError, Lease, Put};
+use cacheon_handoff::envelope::MAX_DOCUMENT_BYTES;
+use cacheon_handoff::{layout, Bucket, Condition, EnvelopeError, HandoffError, Lease, Put};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::confirm::{self, Pass};
-use crate::contestant::{self, ms, Pulled};
+use crate::contestant::{self, ms, PullOutcome, Pulled};
 use crate::keeper::{Keeper, StopCause};
 use crate::preflight::Checked;
 use crate::tracker::Tracker;
@@ -241,20 +242,27 @@ async fn finish(
 }
 
 /// `done` as the host will be able to read it. JSON has no NaN or infinity (serde writes
-/// `null`, which then fails to read as a number), and a refused `done.json` voids the round
-/// for everyone in it: so if a diagnostic figure somewhere is not finite, the diagnostics
-/// (reports, then the gate's per-request findings) are dropped and the verdicts kept.
+/// `null`, which then fails to read as a number), a document has a size cap, and a refused
+/// `done.json` voids the round for everyone in it: so if a diagnostic figure somewhere is
+/// not finite or the whole is too large, the diagnostics (reports, then the gate's
+/// per-request findings) are dropped and the verdicts kept. (Verdicts are a few hundred
+/// bytes per contestant; what a server streamed is capped per request and per result.)
 fn readable(mut done: Done) -> Done {
+    // Sealed and opened exactly as the host will (MAC aside: it adds a fixed few bytes).
     let reads_back = |d: &Done| {
-        serde_json::to_vec(d)
+        cacheon_handoff::seal(d, None)
             .ok()
-            .and_then(|b| serde_json::from_slice::<Done>(&b).ok())
+            .filter(|b| b.len() + 1024 <= MAX_DOCUMENT_BYTES)
+            .and_then(|b| cacheon_handoff::open::<Done>(&b, None).ok())
             .is_some()
     };
     if reads_back(&done) {
         return done;
     }
-    tracing::error!("done.json would not read back (a figure is not finite); dropping the reports");
+    tracing::error!(
+        "done.json would not read back (a figure is not finite, or it is too large); \
+         dropping the reports"
+    );
     for_each_verdict(&mut done, |v| v.report = None);
     if reads_back(&done) {
         return done;
@@ -311,26 +319,43 @@ pub async fn contestants(
                 ctx.cfg.requirements.min_free_disk_bytes,
             )
             .map_err(Interrupt::infra)?;
+            // The turn starts now: whatever the pull still needs counts against it.
             let t = Instant::now();
+            let turn_ends = t + job.turn_budget();
+            let out_of_turn = tokio::time::sleep_until(turn_ends);
             let pinned = match prefetch.take() {
                 Some(mut handle) => tokio::select! {
                     () = cancel.cancelled() => { handle.abort(); return Err(Interrupt::Stopped) }
-                    r = &mut handle => r.unwrap_or_else(|e| Err(ContainerError::Engine(format!("pull task: {e}")))),
+                    () = out_of_turn => { handle.abort(); Err(PullOutcome::OutOfTurn) }
+                    r = &mut handle => r.unwrap_or_else(|e| Err(ContainerError::Engine(format!("pull task: {e}")))).map_err(PullOutcome::Failed),
                 },
                 None => tokio::select! {
                     () = cancel.cancelled() => return Err(Interrupt::Stopped),
-                    r = pull(ctx, c).instrument(tracing::info_span!("pull")) => r,
+                    () = out_of_turn => Err(PullOutcome::OutOfTurn),
+                    r = pull(ctx, c).instrument(tracing::info_span!("pull")) => r.map_err(PullOutcome::Failed),
                 },
             };
             let pulled = Pulled {
                 pinned,
                 wait_ms: ms(t),
+                turn_ends,
             };
-            // Pull the next image while this one is measured.
-            prefetch = todo.front().map(|next| start_prefetch(ctx, next));
+            // Pull the next image while this one is measured, if there is room for a whole
+            // one (else it is pulled in its own turn, after the check before every pull).
+            let room = crate::preflight::check_disk(
+                &ctx.cfg.requirements.docker_root,
+                ctx.cfg.requirements.min_free_disk_bytes,
+            );
+            if let Err(e) = &room {
+                tracing::warn!("not prefetching the next image: {e}");
+            }
+            prefetch = todo
+                .front()
+                .filter(|_| room.is_ok())
+                .map(|next| start_prefetch(ctx, next));
             let result =
                 contestant::measure(ctx, job, c, prompts, pulled, tracker, cancel).await?;
-            store_result(ctx, &result).await?;
+            let result = store_result(ctx, result).await?;
             tracker.contestant(&c.submission_id, status_of(&result)).await;
             Ok(result)
         }
@@ -389,24 +414,46 @@ async fn existing(
     }
 }
 
-/// Writes a result once; a refused (corrupt) earlier copy is replaced.
-async fn store_result(ctx: &Context<'_>, r: &ContestantResult) -> Result<(), Interrupt> {
+/// Writes a result once; a refused (corrupt) earlier copy is replaced. A result too large
+/// for any reader (a valid but bloated stream under every per-request cap) is the
+/// contestant's: it becomes `result_too_large`, and that is what is stored and judged.
+async fn store_result(
+    ctx: &Context<'_>,
+    mut r: ContestantResult,
+) -> Result<ContestantResult, Interrupt> {
     let (bucket, key) = (
         ctx.bucket,
         ctx.pass.result_key(r.round_id, &r.submission_id),
     );
-    if let Put::PreconditionFailed = bucket.put_doc(&key, r, Condition::IfNoneMatch).await? {
+    let written = match bucket.put_doc(&key, &r, Condition::IfNoneMatch).await {
+        Err(HandoffError::Refused {
+            source: EnvelopeError::TooLarge,
+            ..
+        }) => {
+            tracing::warn!(reason = %DisqualifyReason::ResultTooLarge, "the contestant's result does not fit a document");
+            r.measurement = Measurement::Failed {
+                reason: DisqualifyReason::ResultTooLarge,
+                detail: format!(
+                    "the measured run does not fit the {} MiB a result document may take",
+                    MAX_DOCUMENT_BYTES >> 20
+                ),
+            };
+            bucket.put_doc(&key, &r, Condition::IfNoneMatch).await?
+        }
+        other => other?,
+    };
+    if let Put::PreconditionFailed = written {
         if matches!(
             bucket.get_doc::<ContestantResult>(&key).await,
             Err(HandoffError::Refused { .. })
         ) {
-            bucket.put_doc(&key, r, Condition::Always).await?;
+            bucket.put_doc(&key, &r, Condition::Always).await?;
         }
     }
-    Ok(())
+    Ok(r)
 }
 
-fn parse_image(c: &JobContestant) -> Result<(ImageRef, Digest), ContainerError> {
+pub(crate) fn parse_image(c: &JobContestant) -> Result<(ImageRef, Digest), ContainerError> {
     let image = ImageRef::parse(&c.image).map_err(|e| ContainerError::ImageNotFound {
         image: format!("{} ({e})", c.image),
     })?;

@@ -105,15 +105,15 @@ pub struct HostRunArgs {
     pub max_challengers_per_round: u32,
     #[arg(long, env = "CACHEON_MAX_INFRA_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_infra_attempts: u32,
-    /// Round deadline: this many seconds plus `--round-deadline-per-contestant-secs` each.
+    /// Round deadline: this many seconds (the baseline's turn and judging) plus
+    /// `--turn-budget-secs` for each contestant.
     #[arg(long, env = "CACHEON_ROUND_DEADLINE_BASE_SECS", default_value_t = 1200)]
     pub round_deadline_base_secs: u64,
-    #[arg(
-        long,
-        env = "CACHEON_ROUND_DEADLINE_PER_CONTESTANT_SECS",
-        default_value_t = 720
-    )]
-    pub round_deadline_per_contestant_secs: u64,
+    /// What one contestant's whole turn may take on the pod (pull wait, start, health,
+    /// workload, teardown); past it, that contestant ends with `turn_budget_exceeded` and
+    /// the round goes on.
+    #[arg(long, env = "CACHEON_TURN_BUDGET_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+    pub turn_budget_secs: u64,
     #[arg(long, env = "CACHEON_WEIGHTS_INTERVAL_BLOCKS", default_value_t = 360)]
     pub weights_interval_blocks: u64,
     /// The margin a challenger must beat the king's fresh score by, right after a crowning

@@ -72,7 +72,7 @@ fn config(a: &HostRunArgs) -> anyhow::Result<HostConfig> {
         max_challengers_per_round: a.max_challengers_per_round,
         max_infra_attempts: a.max_infra_attempts,
         round_deadline_base: Duration::from_secs(a.round_deadline_base_secs),
-        round_deadline_per_contestant: Duration::from_secs(a.round_deadline_per_contestant_secs),
+        turn_budget: Duration::from_secs(a.turn_budget_secs),
         weights_interval_blocks: a.weights_interval_blocks,
         king_rule: KingRule {
             base_margin: a.king_margin,
