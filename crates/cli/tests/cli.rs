@@ -162,7 +162,7 @@ fn db_migrate_creates_and_is_idempotent() {
 #[tokio::test]
 async fn host_requeue_gives_a_failed_infra_submission_fresh_attempts() {
     use cacheon_core::InfraReason;
-    use cacheon_store::{NewRound, ObservedCommitment, Store};
+    use cacheon_store::{NewRound, ObservedCommitment, RoundVoid, Store};
 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("cacheon.db");
@@ -193,7 +193,7 @@ async fn host_requeue_gives_a_failed_infra_submission_fresh_attempts() {
         .await
         .unwrap()
         .unwrap();
-    tx.void_round(round.id, InfraReason::PodLost, 1)
+    tx.void_round(round.id, &RoundVoid::ours(InfraReason::PodLost), 1)
         .await
         .unwrap();
     tx.commit().await.unwrap();

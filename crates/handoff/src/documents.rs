@@ -248,11 +248,15 @@ pub enum RoundOutcome {
     Completed {
         verdicts: Vec<Verdict>,
     },
-    /// The pod could not produce comparable results (the baseline failed, say); nobody's
-    /// fault among the miners.
+    /// The pod could not produce comparable results (the baseline failed, say).
     Void {
         reason: InfraReason,
         detail: String,
+        /// The contestant during whose turn the round ended, when the machine was shown
+        /// sound right after (an engine failure on its image, say): only it is charged.
+        /// `None`: our side failed, nobody's fault among the miners.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<String>,
     },
 }
 

@@ -15,7 +15,7 @@ use cacheon_handoff::documents::{
 };
 use cacheon_handoff::{layout, HandoffError};
 use cacheon_store::{
-    ApplyOutcome, ContestantEvidence, ContestantVerdict, RoundRow, VerdictOutcome,
+    ApplyOutcome, ContestantEvidence, ContestantVerdict, RoundRow, RoundVoid, VerdictOutcome,
 };
 
 use crate::{now_unix, observe, Host, HostError};
@@ -83,8 +83,17 @@ async fn one(host: &mut Host, round: &RoundRow, head: BlockRef) -> Result<(), Ho
         .await;
     }
     let verdicts = match &done.outcome {
-        RoundOutcome::Void { reason, detail } => {
-            return void(host, round, *reason, detail).await;
+        RoundOutcome::Void {
+            reason,
+            detail,
+            cause,
+        } => {
+            let void = RoundVoid {
+                reason: *reason,
+                cause: cause.as_deref(),
+                block: head.number,
+            };
+            return void_with(host, round, &void, detail).await;
         }
         RoundOutcome::Completed { verdicts } => verdicts,
     };
@@ -290,13 +299,34 @@ async fn void(
     reason: InfraReason,
     detail: &str,
 ) -> Result<(), HostError> {
+    void_with(host, round, &RoundVoid::ours(reason), detail).await
+}
+
+async fn void_with(
+    host: &mut Host,
+    round: &RoundRow,
+    void: &RoundVoid<'_>,
+    detail: &str,
+) -> Result<(), HostError> {
+    let reason = void.reason;
     let mut tx = host.store.write().await?;
     let applied = tx
-        .void_round(round.id, reason, host.cfg.max_infra_attempts)
+        .void_round(round.id, void, host.cfg.max_infra_attempts)
         .await?;
     tx.commit().await?;
     if applied == ApplyOutcome::Applied {
-        tracing::warn!(round = round.id, %reason, detail, "round void; challengers requeued");
+        match void.cause {
+            Some(cause) => tracing::warn!(
+                round = round.id,
+                %reason,
+                cause,
+                detail,
+                "round void during one contestant's turn; only it is charged"
+            ),
+            None => {
+                tracing::warn!(round = round.id, %reason, detail, "round void; challengers requeued")
+            }
+        }
         observe::void(round.opened_at, now_unix(), reason);
     }
     Ok(())
@@ -317,6 +347,7 @@ mod tests {
             seed_hash: String::new(),
             state: RoundState::Open,
             void_reason: None,
+            void_cause: None,
             opened_at: 0,
             deadline_at: 0,
             closed_at: None,

@@ -140,7 +140,14 @@ pub async fn run(
         Err(detail) => {
             tracing::error!("{detail}");
             let reason = cacheon_core::InfraReason::PreflightFailed;
-            return Ok((RoundOutcome::Void { reason, detail }, None));
+            return Ok((
+                RoundOutcome::Void {
+                    reason,
+                    detail,
+                    cause: None,
+                },
+                None,
+            ));
         }
     };
     let pass = Context {

@@ -97,6 +97,13 @@ pub async fn measure(
                     ctx.engine.remove_image(&pinned).await;
                     timings.startup_ms = ms(t);
                     timings.total_ms = ms(started_at);
+                    // The image's only if the machine starts a known-good one right after.
+                    if let ContainerError::StartFailed(_) = e {
+                        if let Err(machine) = crate::machine::sound(ctx).await {
+                            tracing::error!("start failed and the machine is not sound: {machine}");
+                            return Err(Interrupt::infra(e));
+                        }
+                    }
                     let failed = miner_or_infra(e)?;
                     return Ok(result(ctx, job, c, failed, timings, content));
                 }

@@ -48,6 +48,7 @@ pub async fn run(
         Ok(RoundOutcome::Void {
             reason: InfraReason::BaselineFailed,
             detail,
+            cause: None,
         })
     };
     let (image, digest) = match (

@@ -13,6 +13,7 @@ mod confirm;
 mod contestant;
 mod judge;
 mod keeper;
+mod machine;
 mod orphans;
 pub mod preflight;
 mod report;

@@ -102,7 +102,7 @@ pub async fn run(req: &Requirements) -> Result<Checked, PreflightError> {
     })
 }
 
-async fn query_gpus(tool: &Path) -> Result<Hardware, PreflightError> {
+pub(crate) async fn query_gpus(tool: &Path) -> Result<Hardware, PreflightError> {
     let err = |detail: String| PreflightError::GpuQuery {
         tool: tool.display().to_string(),
         detail,

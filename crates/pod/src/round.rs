@@ -57,6 +57,9 @@ pub enum Interrupt {
     Stopped,
     /// Our own failure (engine, S3): the round is left for another attempt.
     Infra(PodError),
+    /// The engine failed during this contestant's turn, and the machine was shown sound
+    /// right after (`machine::sound`): the round is void, and only `by` is charged.
+    Caused { by: String, error: PodError },
 }
 
 impl Interrupt {
@@ -113,11 +116,26 @@ pub async fn run(
     let mut outcome = work(ctx, job, &keeper.cancel)
         .instrument(span.clone())
         .await;
-    if let Err(Interrupt::Infra(e)) = &outcome {
+    let failed = match &outcome {
+        Err(Interrupt::Infra(e)) => Some((e, None)),
+        Err(Interrupt::Caused { by, error }) => Some((error, Some(by.clone()))),
+        _ => None,
+    };
+    if let Some((e, cause)) = failed {
         let (reason, detail) = (e.void_reason(), e.to_string());
-        tracing::error!(%reason, "our side failed; voiding the round: {detail}");
+        match &cause {
+            None => tracing::error!(%reason, "our side failed; voiding the round: {detail}"),
+            Some(by) => {
+                tracing::error!(%reason, cause = %by, "voiding the round; charged to the contestant whose turn it was: {detail}")
+            }
+        }
         let mut tracker = Tracker::new(ctx.bucket, job, &ctx.cfg.pod_id);
-        if finish(ctx, job, &mut tracker, void(reason, detail), None)
+        let void = RoundOutcome::Void {
+            reason,
+            detail,
+            cause,
+        };
+        if finish(ctx, job, &mut tracker, void, None)
             .instrument(span)
             .await
             .is_ok()
@@ -144,7 +162,7 @@ pub async fn run(
             }
             RoundEnd::Stopped(cause)
         }
-        Err(Interrupt::Infra(e)) => {
+        Err(Interrupt::Infra(e) | Interrupt::Caused { error: e, .. }) => {
             tracing::error!("the round's void could not be recorded: {e}");
             release(ctx.bucket, &lease).await;
             RoundEnd::Failed
@@ -187,7 +205,11 @@ async fn work(ctx: &Context<'_>, job: &Job, cancel: &CancellationToken) -> Resul
 }
 
 fn void(reason: InfraReason, detail: String) -> RoundOutcome {
-    RoundOutcome::Void { reason, detail }
+    RoundOutcome::Void {
+        reason,
+        detail,
+        cause: None,
+    }
 }
 
 /// The round's prompts; they must be the ones the host derived (same corpus).
@@ -319,6 +341,9 @@ pub async fn contestants(
                 ctx.cfg.requirements.min_free_disk_bytes,
             )
             .map_err(Interrupt::infra)?;
+            crate::machine::gpus_present(ctx)
+                .await
+                .map_err(Interrupt::infra)?;
             // The turn starts now: whatever the pull still needs counts against it.
             let t = Instant::now();
             let turn_ends = t + job.turn_budget();
@@ -361,6 +386,14 @@ pub async fn contestants(
         }
         .instrument(span)
         .await;
+        let result = match result {
+            // Only the engine's own errors can be the image's doing; a mirror, the
+            // sandbox network, busy GPUs or a full disk are ours whatever the machine says.
+            Err(Interrupt::Infra(error @ PodError::Engine(ContainerError::Engine(_)))) => {
+                Err(blame_turn(ctx, c, error).await)
+            }
+            other => other,
+        };
         match result {
             Ok(r) => results.push(r),
             Err(e) => {
@@ -378,6 +411,21 @@ pub async fn contestants(
             .position(|c| c.submission_id == r.submission_id)
     });
     Ok(results)
+}
+
+/// The engine failed during `c`'s turn: its doing when the machine is sound right after
+/// (it is charged for the void), ours otherwise.
+async fn blame_turn(ctx: &Context<'_>, c: &JobContestant, error: PodError) -> Interrupt {
+    match crate::machine::sound(ctx).await {
+        Ok(()) => Interrupt::Caused {
+            by: c.submission_id.clone(),
+            error,
+        },
+        Err(machine) => {
+            tracing::error!("the machine is not sound after the failure: {machine}");
+            Interrupt::Infra(error)
+        }
+    }
 }
 
 fn status_of(r: &ContestantResult) -> ContestantStatus {

@@ -5,7 +5,7 @@
 use cacheon_core::{CrownDecision, DethroneCause, Role, SubmissionId};
 
 use crate::read::{self, KingRow, RoundRow};
-use crate::write::{ContestantVerdict, VerdictOutcome, WriteTx};
+use crate::write::{ContestantVerdict, VerdictOutcome, WriteTx, KING_VOID_LIMIT};
 use crate::{now_unix, to_i64, Result, StoreError};
 
 impl WriteTx {
@@ -77,7 +77,7 @@ impl WriteTx {
                         "decision keeps a king but there is none".into(),
                     ));
                 };
-                sqlx::query("UPDATE king SET score = ?, round_id = ?")
+                sqlx::query("UPDATE king SET score = ?, round_id = ?, caused_voids = 0")
                     .bind(fresh_score)
                     .bind(round.id)
                     .execute(&mut *self.tx)
@@ -124,6 +124,38 @@ impl WriteTx {
                 )
                 .await?;
             }
+        }
+        Ok(())
+    }
+
+    /// The king's turn voided a round: one more caused void; at `KING_VOID_LIMIT` in a row
+    /// (no completed round between them) it loses the crown.
+    pub(crate) async fn king_caused_void(
+        &mut self,
+        king_id: &str,
+        block: u64,
+        round_id: i64,
+    ) -> Result<()> {
+        let counted =
+            sqlx::query("UPDATE king SET caused_voids = caused_voids + 1 WHERE submission_id = ?")
+                .bind(king_id)
+                .execute(&mut *self.tx)
+                .await?;
+        if counted.rows_affected() == 0 {
+            return Ok(()); // no longer king (dethroned meanwhile)
+        }
+        let (voids,): (i64,) = sqlx::query_as("SELECT caused_voids FROM king")
+            .fetch_one(&mut *self.tx)
+            .await?;
+        tracing::warn!(
+            king = king_id,
+            voids,
+            limit = KING_VOID_LIMIT,
+            "the king's turn voided a round"
+        );
+        if voids >= KING_VOID_LIMIT {
+            self.dethrone(DethroneCause::CausedVoids, block, Some(round_id))
+                .await?;
         }
         Ok(())
     }

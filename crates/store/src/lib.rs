@@ -26,8 +26,8 @@ pub use evidence::ContestantEvidence;
 pub use read::{ContestantRow, StateCount, WeightSubmissionRow};
 pub use read::{KingEvent, KingRow, RoundRow, RoundState, SubmissionFilter, SubmissionRow};
 pub use write::{
-    ApplyOutcome, ContestantVerdict, NewRound, ObservedCommitment, Recorded, VerdictOutcome,
-    WeightMode, WeightOutcome, WriteTx, ISOLATE_AFTER_VOIDS,
+    ApplyOutcome, ContestantVerdict, NewRound, ObservedCommitment, Recorded, RoundVoid,
+    VerdictOutcome, WeightMode, WeightOutcome, WriteTx, ISOLATE_AFTER_VOIDS, KING_VOID_LIMIT,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -106,6 +106,8 @@ pub struct RoundRow {
     pub seed_hash: String,
     pub state: RoundState,
     pub void_reason: Option<String>,
+    /// The contestant whose turn ended a void round (`None`: our side failed).
+    pub void_cause: Option<String>,
     pub opened_at: i64,
     pub deadline_at: i64,
     pub closed_at: Option<i64>,
@@ -203,7 +205,7 @@ pub(crate) async fn king<'e, E: Executor<'e, Database = Sqlite>>(db: E) -> Resul
 
 pub(crate) async fn round(db: &mut sqlx::SqliteConnection, id: i64) -> Result<Option<RoundRow>> {
     let Some(row) = sqlx::query(
-        "SELECT id, seed_block, seed_hash, state, void_reason, opened_at, deadline_at, closed_at, \
+        "SELECT id, seed_block, seed_hash, state, void_reason, void_cause, opened_at, deadline_at, closed_at, \
          confirmation_record FROM rounds WHERE id = ?",
     )
     .bind(id)
@@ -244,6 +246,7 @@ pub(crate) async fn round(db: &mut sqlx::SqliteConnection, id: i64) -> Result<Op
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("round state `{state}`")))?,
         void_reason: row.try_get("void_reason")?,
+        void_cause: row.try_get("void_cause")?,
         opened_at: row.try_get("opened_at")?,
         deadline_at: row.try_get("deadline_at")?,
         closed_at: row.try_get("closed_at")?,

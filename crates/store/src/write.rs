@@ -15,6 +15,33 @@ use crate::{now_unix, to_i64, Result, StoreError};
 /// Voided rounds after which a submission is evaluated alone (see `open_round`).
 pub const ISOLATE_AFTER_VOIDS: i64 = 2;
 
+/// Voids a king's own turns may cause in a row before it loses the crown. One can be bad
+/// luck that only looked like the king's (a registry hiccup on the way to it); two in a
+/// row with the machine shown sound after each is a king holding rounds hostage, and each
+/// such void costs every challenger in it a wasted round.
+pub const KING_VOID_LIMIT: i64 = 2;
+
+/// How a round is voided: why, whose turn it was when it ended (if anyone's), and the
+/// chain's block (for the king's history, should the king lose the crown over it).
+#[derive(Debug, Clone, Copy)]
+pub struct RoundVoid<'a> {
+    pub reason: InfraReason,
+    /// The contestant whose turn ended the round; `None` when our side failed.
+    pub cause: Option<&'a str>,
+    pub block: u64,
+}
+
+impl RoundVoid<'_> {
+    /// Our own side failed: nobody's turn.
+    pub fn ours(reason: InfraReason) -> Self {
+        Self {
+            reason,
+            cause: None,
+            block: 0,
+        }
+    }
+}
+
 /// A commitment as read from the chain, before any judgement.
 #[derive(Debug, Clone)]
 pub struct ObservedCommitment {
@@ -398,37 +425,73 @@ impl WriteTx {
         Ok(ApplyOutcome::Applied)
     }
 
-    /// Voids a round for an infrastructure reason: its challengers go back to `pending`
-    /// with one more attempt charged, or to `failed_infra` at `max_attempts`. Never a
-    /// verdict against a miner. Exactly once, like `apply_round`.
+    /// Voids a round, exactly once like `apply_round`. Never a verdict against a miner.
+    ///
+    /// Without a `cause` (our side failed) its challengers go back to `pending` with one
+    /// more attempt charged, or to `failed_infra` at `max_attempts`. With a `cause` (the
+    /// round ended during that contestant's turn and the machine was shown sound after),
+    /// only the cause pays: a challenger is charged the attempt, the king one of its
+    /// `KING_VOID_LIMIT` caused voids (at the limit it is dethroned, `caused_voids`); every
+    /// other challenger goes back to `pending` uncharged.
     pub async fn void_round(
         &mut self,
         round_id: i64,
-        reason: InfraReason,
+        void: &RoundVoid<'_>,
         max_attempts: u32,
     ) -> Result<ApplyOutcome> {
-        if let Err(closed) = self.still_open(round_id).await? {
-            return Ok(closed);
-        }
+        let round = match self.still_open(round_id).await? {
+            Ok(round) => round,
+            Err(closed) => return Ok(closed),
+        };
         let now = now_unix();
-        sqlx::query(
-            "UPDATE submissions SET \
+        let cause = void.cause.and_then(|id| {
+            round
+                .contestants
+                .iter()
+                .find(|c| c.submission_id == id)
+                .map(|c| (id, c.role))
+        });
+        // Who is charged an attempt: everyone queued when there is no cause, the cause
+        // when it is a challenger, no challenger when it is the king.
+        let (charge_all, charge_one) = match cause {
+            None => (true, None),
+            Some((id, Role::Challenger)) => (false, Some(id)),
+            Some((_, Role::King)) => (false, None),
+        };
+        if charge_all || charge_one.is_some() {
+            sqlx::query(
+                "UPDATE submissions SET \
                infra_attempts = infra_attempts + 1, \
                state = CASE WHEN infra_attempts + 1 >= ?1 THEN 'failed_infra' ELSE 'pending' END, \
                reason = CASE WHEN infra_attempts + 1 >= ?1 THEN ?2 ELSE NULL END, \
                updated_at = ?3 \
-             WHERE round_id = ?4 AND state = 'queued'",
+             WHERE round_id = ?4 AND state = 'queued' AND (?5 IS NULL OR id = ?5)",
+            )
+            .bind(i64::from(max_attempts))
+            .bind(void.reason.code())
+            .bind(now)
+            .bind(round_id)
+            .bind(charge_one)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE submissions SET state = 'pending', reason = NULL, updated_at = ? \
+             WHERE round_id = ? AND state = 'queued'",
         )
-        .bind(i64::from(max_attempts))
-        .bind(reason.code())
         .bind(now)
         .bind(round_id)
         .execute(&mut *self.tx)
         .await?;
+        if let Some((id, Role::King)) = cause {
+            self.king_caused_void(id, void.block, round_id).await?;
+        }
         sqlx::query(
-            "UPDATE rounds SET state = 'void', void_reason = ?, closed_at = ? WHERE id = ?",
+            "UPDATE rounds SET state = 'void', void_reason = ?, void_cause = ?, closed_at = ? \
+             WHERE id = ?",
         )
-        .bind(reason.code())
+        .bind(void.reason.code())
+        .bind(cause.map(|(id, _)| id))
         .bind(now)
         .bind(round_id)
         .execute(&mut *self.tx)

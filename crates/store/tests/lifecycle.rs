@@ -10,8 +10,8 @@ use cacheon_core::{
     SubmissionState,
 };
 use cacheon_store::{
-    ApplyOutcome, ContestantVerdict, NewRound, ObservedCommitment, Recorded, RoundState, Store,
-    StoreError, SubmissionFilter, VerdictOutcome,
+    ApplyOutcome, ContestantVerdict, NewRound, ObservedCommitment, Recorded, RoundState, RoundVoid,
+    Store, StoreError, SubmissionFilter, VerdictOutcome,
 };
 
 fn digest(n: u8) -> String {
@@ -347,7 +347,7 @@ async fn applying_the_same_verdicts_twice_changes_nothing_the_second_time() {
     // A void arriving late for the same round is a no-op too.
     let mut tx = store.write().await.unwrap();
     let late = tx
-        .void_round(round.id, InfraReason::PodLost, 3)
+        .void_round(round.id, &RoundVoid::ours(InfraReason::PodLost), 3)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -487,7 +487,7 @@ async fn infrastructure_failures_requeue_until_the_cap_then_need_an_operator() {
             .expect("requeued submission opens a round");
         let mut tx = store.write().await.unwrap();
         assert_eq!(
-            tx.void_round(round.id, InfraReason::PodLost, 3)
+            tx.void_round(round.id, &RoundVoid::ours(InfraReason::PodLost), 3)
                 .await
                 .unwrap(),
             ApplyOutcome::Applied
@@ -559,7 +559,7 @@ async fn a_submission_in_two_voided_rounds_is_evaluated_alone() {
         let store = &store;
         async move {
             let mut tx = store.write().await.unwrap();
-            tx.void_round(round, InfraReason::EngineFailure, 3)
+            tx.void_round(round, &RoundVoid::ours(InfraReason::EngineFailure), 3)
                 .await
                 .unwrap();
             tx.commit().await.unwrap();
@@ -902,4 +902,89 @@ async fn a_copy_by_content_is_rejected_and_the_evidence_is_kept_once() {
     tx.commit().await.unwrap();
     let again = store.round(round.id).await.unwrap().unwrap();
     assert_eq!(again.contestants, stored.contestants);
+}
+
+async fn void_caused_by(store: &Store, round: i64, cause: &str) -> ApplyOutcome {
+    let mut tx = store.write().await.unwrap();
+    let void = RoundVoid {
+        reason: InfraReason::EngineFailure,
+        cause: Some(cause),
+        block: 77,
+    };
+    let out = tx.void_round(round, &void, 3).await.unwrap();
+    tx.commit().await.unwrap();
+    out
+}
+
+async fn attempts(store: &Store, id: &str) -> (SubmissionState, i64) {
+    let row = store.submission(id).await.unwrap().unwrap();
+    (row.state, row.infra_attempts)
+}
+
+#[tokio::test]
+async fn a_void_charges_only_the_challenger_whose_turn_caused_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    record(&store, obs("A", 1, Some(3), commitment("r/a", 1))).await;
+    record(&store, obs("B", 2, Some(4), commitment("r/b", 2))).await;
+    let round = open_round(&store, 8).await.unwrap();
+    assert_eq!(
+        void_caused_by(&store, round.id, "B:2").await,
+        ApplyOutcome::Applied
+    );
+    assert_eq!(attempts(&store, "A:1").await, (SubmissionState::Pending, 0));
+    assert_eq!(attempts(&store, "B:2").await, (SubmissionState::Pending, 1));
+    let row = store.round(round.id).await.unwrap().unwrap();
+    assert_eq!(row.void_cause.as_deref(), Some("B:2"));
+    // Replayed, it changes nothing.
+    let before = snapshot(&store).await;
+    assert_eq!(
+        void_caused_by(&store, round.id, "B:2").await,
+        ApplyOutcome::AlreadyClosed(RoundState::Void)
+    );
+    assert_eq!(snapshot(&store).await, before);
+}
+
+#[tokio::test]
+async fn a_king_whose_turns_void_rounds_loses_the_crown_and_nobody_else_pays() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    record(&store, obs("K", 1, Some(3), commitment("r/k", 1))).await;
+    let first = open_round(&store, 8).await.unwrap();
+    apply(
+        &store,
+        first.id,
+        &[scored("K:1", 0.4)],
+        &crown_vacant("K:1", 3, 0.4),
+        10,
+    )
+    .await;
+    record(&store, obs("C", 2, Some(4), commitment("r/c", 2))).await;
+
+    // One caused void: counted, the king keeps the crown, the challenger is not charged.
+    let round = open_round(&store, 8).await.unwrap();
+    void_caused_by(&store, round.id, "K:1").await;
+    assert_eq!(store.king().await.unwrap().unwrap().submission_id, "K:1");
+    assert_eq!(attempts(&store, "C:2").await, (SubmissionState::Pending, 0));
+
+    // A completed round in between starts the count again.
+    let round = open_round(&store, 8).await.unwrap();
+    let keep = CrownDecision::Keep { fresh_score: 0.4 };
+    let verdicts = [scored("K:1", 0.4), scored("C:2", 0.1)];
+    apply(&store, round.id, &verdicts, &keep, 20).await;
+    record(&store, obs("D", 3, Some(5), commitment("r/d", 3))).await;
+    let round = open_round(&store, 8).await.unwrap();
+    void_caused_by(&store, round.id, "K:1").await;
+    assert_eq!(store.king().await.unwrap().unwrap().submission_id, "K:1");
+
+    // The second in a row dethrones it; still nobody else is charged.
+    let round = open_round(&store, 8).await.unwrap();
+    void_caused_by(&store, round.id, "K:1").await;
+    assert_eq!(store.king().await.unwrap(), None);
+    assert_eq!(attempts(&store, "D:3").await, (SubmissionState::Pending, 0));
+    let history = store.king_history(10).await.unwrap();
+    assert!(
+        history.iter().any(|e| e.cause == "caused_voids"),
+        "{history:?}"
+    );
 }
