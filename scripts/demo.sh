@@ -174,7 +174,8 @@ if [ "$locked" != unlimited ]; then limits+=(--container-locked-memory-mb "$((lo
   --poll-secs 1 "${pod_sizes[@]}" --stop-grace-secs 1 \
   --container-shm-gb 1 --sandbox-network cacheon-demo \
   --sandbox-bridge cacheon-demo0 --allow-registries 127.0.0.1:5000 \
-  --min-docker-version 20.10 --skip-sandbox-self-test \
+  --min-docker-version 20.10 --min-runc-versions 1.0 --min-containerd-versions 1.0 --allow-no-lsm \
+  --skip-sandbox-self-test \
   --models-dir "$models" 2>"$state/pod.log" &
 pids+=($!)
 

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -306,8 +308,16 @@ fn preflight_refuses_a_toolkit_or_engine_with_known_escapes() {
         err.contains("Docker engine version") && err.contains("older than the required 999.0"),
         "{err}"
     );
-    // Both fine: the machine passes.
+    // The engine passes, but under it Debian's runc 1.1.5 (fixes backported under the old
+    // number) is older than every release line's floor: refused by default.
     let out = check_only(dir.path(), &["--min-docker-version", "20.10"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("runc version") && err.contains("1.2.8"), "{err}");
+    // Everything fine by the operator's floors: the machine passes.
+    let mut lowered = vec!["--min-docker-version", "20.10"];
+    lowered.extend(support::RUNTIME_FLOORS_OF_THIS_MACHINE);
+    let out = check_only(dir.path(), &lowered);
     assert!(
         out.status.success(),
         "{}",

@@ -356,6 +356,61 @@ async fn too_big_and_wrong_digest_are_refused_before_running() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_the_sandbox_does_not_run_are_refused_at_pull_time() {
+    let _turn = TURN.lock().await;
+    let engine = Engine::connect().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tar = support::rootfs_tar(dir.path(), false, &["/bin/busybox"]);
+    let refused = |changes: &[&str], name: &str| {
+        let changes: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+        let (tag, digest) =
+            support::push_image_with(&tar, &changes, &format!("cacheon-test/{name}"));
+        (
+            ImageRef::parse(&tag).unwrap(),
+            Digest::parse(&digest).unwrap(),
+        )
+    };
+    let entry = r#"ENTRYPOINT ["/bin/busybox", "sleep", "60"]"#;
+    let cases = [
+        (
+            refused(&[entry, "VOLUME /data"], "volume"),
+            DisqualifyReason::DeclaredVolume,
+        ),
+        (
+            refused(&[entry, "ENV NVIDIA_MOFED=enabled"], "mofed"),
+            DisqualifyReason::ToolkitVariable,
+        ),
+        (
+            refused(&[entry, "ENV NVIDIA_NVSWITCH=enabled"], "nvswitch"),
+            DisqualifyReason::ToolkitVariable,
+        ),
+    ];
+    for ((image, digest), reason) in cases {
+        let err = engine
+            .pull(&image, &digest, &policy(1 << 30), &|_| {})
+            .await
+            .unwrap_err();
+        assert_eq!(err.blame(), Blame::Miner(reason), "{image}: {err}");
+        println!("{image}: {reason}: {err}");
+        // Nothing of it is left on the engine.
+        assert!(
+            engine.docker().inspect_image(&image.pinned(&digest)).await.is_err(),
+            "{image} left behind"
+        );
+    }
+    // The next contestant is unaffected: a plain image pulls and runs.
+    let pinned = pulled(&engine).await;
+    let models = tempfile::tempdir().unwrap();
+    let cfg = config("cacheon-test-sandbox", models.path());
+    let running = engine
+        .start(&pinned, &mock_miner("8000", &[]), &labels("refusals", "challenger"), &cfg)
+        .await
+        .unwrap();
+    running.wait_healthy().await.unwrap();
+    running.teardown().await.unwrap();
+}
+
 /// A registry on loopback that serves the same manifest whatever digest is asked for.
 async fn lying_registry() -> String {
     use axum::routing::get;
@@ -957,6 +1012,9 @@ async fn the_self_test_refuses_a_sandbox_that_reaches_the_machine_until_the_fire
             .env("CACHEON_MIN_FREE_DISK_GB", "0")
             .env("CACHEON_MODELS_DIR", models.path())
             .env("CACHEON_MIN_DOCKER_VERSION", "20.10")
+            .env("CACHEON_MIN_RUNC_VERSIONS", "1.0")
+            .env("CACHEON_MIN_CONTAINERD_VERSIONS", "1.0")
+            .env("CACHEON_ALLOW_NO_LSM", "true")
             .env("CACHEON_CONTAINER_MEMORY_GB", "1")
             .env("CACHEON_CONTAINER_SHM_GB", "1")
             .env("CACHEON_CONTAINER_SCRATCH_GB", "1")

@@ -22,6 +22,10 @@ use crate::sandbox::{LABEL_POD, LABEL_ROLE};
 
 /// The Docker option that names a bridge network's Linux interface.
 pub const BRIDGE_OPTION: &str = "com.docker.network.bridge.name";
+/// Inter-container traffic on the bridge: off, so no sandboxed container reaches another
+/// (a contestant the baseline, or one pod's miner another pod's on the same engine). The
+/// pod, on the host's network, still reaches each of them through the bridge.
+pub const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
 
 /// Everything a pull is held to.
 #[derive(Debug, Clone)]
@@ -270,7 +274,10 @@ impl Engine {
                 limit: size_limit,
             });
         }
-        Ok(())
+        let config = inspect.config.unwrap_or_default();
+        let mut volumes: Vec<String> = config.volumes.unwrap_or_default().into_keys().collect();
+        volumes.sort();
+        refuse_unsandboxable(image, &volumes, &config.env.unwrap_or_default())
     }
 
     /// What a pulled image is (`cacheon_core::content`), from the engine's own inspection:
@@ -316,11 +323,34 @@ impl Engine {
                     "network {name} has IPv6 enabled; refusing to run miners on it"
                 )));
             }
-            let actual = existing
-                .options
-                .as_ref()
-                .and_then(|o| o.get(BRIDGE_OPTION))
-                .map(String::as_str);
+            let option = |key: &str| {
+                existing
+                    .options
+                    .as_ref()
+                    .and_then(|o| o.get(key))
+                    .map(String::as_str)
+            };
+            if option(ICC_OPTION) != Some("false") {
+                // One we made before containers were kept apart: made again, if unused.
+                let ours = existing
+                    .labels
+                    .as_ref()
+                    .is_some_and(|l| l.get(LABEL_ROLE).map(String::as_str) == Some("network"));
+                let unused = existing.containers.as_ref().is_none_or(|c| c.is_empty());
+                if ours && unused {
+                    tracing::warn!(network = name, "re-creating the sandbox network with inter-container traffic off");
+                    self.docker
+                        .remove_network(name)
+                        .await
+                        .map_err(|e| ContainerError::Network(e.to_string()))?;
+                    return Box::pin(self.ensure_network(name, bridge)).await;
+                }
+                return Err(ContainerError::Network(format!(
+                    "network {name} lets containers reach each other ({ICC_OPTION} is not \
+                     false); remove it and let the pod create it"
+                )));
+            }
+            let actual = option(BRIDGE_OPTION);
             if let Some(want) = bridge {
                 if actual != Some(want) {
                     return Err(ContainerError::Network(format!(
@@ -336,7 +366,13 @@ impl Engine {
             name: name.to_string(),
             internal: Some(true),
             enable_ipv6: Some(false),
-            options: bridge.map(|b| HashMap::from([(BRIDGE_OPTION.to_string(), b.to_string())])),
+            options: Some(
+                bridge
+                    .map(|b| (BRIDGE_OPTION.to_string(), b.to_string()))
+                    .into_iter()
+                    .chain([(ICC_OPTION.to_string(), "false".to_string())])
+                    .collect(),
+            ),
             labels: Some(HashMap::from([(
                 LABEL_ROLE.to_string(),
                 "network".to_string(),
@@ -446,6 +482,39 @@ pub fn check_repo_digest(
             found: repo_digests.join(", "),
         })
     }
+}
+
+/// What the sandbox does not run, found in the image's configuration. A declared `VOLUME`
+/// makes Docker create an anonymous volume on its own disk, outside the read-only root,
+/// the scratch size and the pull's size check: the image could fill the disk the next
+/// contestant's pull needs. The toolkit's feature variables (`TOOLKIT_VARIABLES`) make it
+/// inject devices (InfiniBand, NVSwitch, GPUDirect Storage) that bypass the sandbox
+/// network; `container_body` also sets them off, but an image that carries them is refused
+/// with its reason rather than silently changed.
+pub fn refuse_unsandboxable(
+    image: &ImageRef,
+    volumes: &[String],
+    env: &[String],
+) -> Result<(), ContainerError> {
+    if !volumes.is_empty() {
+        return Err(ContainerError::DeclaresVolume {
+            image: image.to_string(),
+            paths: volumes.iter().take(8).cloned().collect(),
+        });
+    }
+    let names: Vec<String> = env
+        .iter()
+        .filter_map(|kv| kv.split_once('=').map_or(Some(kv.as_str()), |(k, _)| Some(k)))
+        .filter(|k| crate::sandbox::TOOLKIT_VARIABLES.contains(k))
+        .map(str::to_string)
+        .collect();
+    if !names.is_empty() {
+        return Err(ContainerError::ToolkitVariable {
+            image: image.to_string(),
+            names,
+        });
+    }
+    Ok(())
 }
 
 fn classify_pull(image: &ImageRef, e: bollard::errors::Error) -> ContainerError {

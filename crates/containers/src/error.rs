@@ -27,6 +27,10 @@ pub enum ContainerError {
         bytes: u64,
         limit: u64,
     },
+    #[error("{image} declares VOLUME {paths:?}: the sandbox gives no disk outside its read-only root and scratch")]
+    DeclaresVolume { image: String, paths: Vec<String> },
+    #[error("{image} sets {names:?}: variables that steer the NVIDIA container toolkit are ours to set")]
+    ToolkitVariable { image: String, names: Vec<String> },
     #[error("the engine could not start the image: {0}")]
     StartFailed(String),
     #[error("the container exited with code {exit_code} before it was healthy")]
@@ -70,6 +74,8 @@ impl ContainerError {
             E::PullDenied { .. } => Blame::Miner(DisqualifyReason::PullDenied),
             E::PullFailed { .. } => Blame::Miner(DisqualifyReason::PullFailed),
             E::StartFailed(_) => Blame::Miner(DisqualifyReason::StartFailed),
+            E::DeclaresVolume { .. } => Blame::Miner(DisqualifyReason::DeclaredVolume),
+            E::ToolkitVariable { .. } => Blame::Miner(DisqualifyReason::ToolkitVariable),
             E::Redirected { .. } => Blame::Miner(DisqualifyReason::Redirected),
             E::DigestMismatch { .. } => Blame::Miner(DisqualifyReason::DigestMismatch),
             E::ImageTooLarge { .. } => Blame::Miner(DisqualifyReason::ImageTooLarge),

@@ -127,6 +127,18 @@ impl Default for SandboxConfig {
     }
 }
 
+/// Variables that make the NVIDIA container toolkit inject more than the GPUs asked for
+/// (InfiniBand and RDMA devices, NVSwitch, GPUDirect Storage and RDMA copies) when its
+/// config leaves the feature unset; the toolkit enables one only for the value `enabled`.
+/// Set to `disabled` by us in every container; an image that sets them is refused
+/// (`Engine::verify`).
+pub const TOOLKIT_VARIABLES: &[&str] = &[
+    "NVIDIA_MOFED",
+    "NVIDIA_NVSWITCH",
+    "NVIDIA_GDS",
+    "NVIDIA_GDRCOPY",
+];
+
 /// What a container is, written on it as labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Labels {
@@ -175,7 +187,7 @@ pub fn container_body(
         Gpus::Ids(ids) => ids.join(","),
         Gpus::None => "void".to_string(),
     };
-    let env = vec![
+    let env: Vec<String> = [
         format!("NVIDIA_VISIBLE_DEVICES={visible}"),
         "NVIDIA_DRIVER_CAPABILITIES=compute,utility".to_string(),
         format!("HOME={SCRATCH}"),
@@ -184,7 +196,11 @@ pub fn container_body(
         format!("TMPDIR={SCRATCH}"),
         format!("USER={USER_NAME}"),
         format!("LOGNAME={USER_NAME}"),
-    ];
+    ]
+    .into_iter()
+    // Ours, whatever the image says (it is refused at pull time for carrying them too).
+    .chain(TOOLKIT_VARIABLES.iter().map(|k| format!("{k}=disabled")))
+    .collect();
     let host_config = HostConfig {
         init: Some(true),
         readonly_rootfs: Some(true),

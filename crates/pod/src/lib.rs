@@ -18,6 +18,7 @@ mod orphans;
 pub mod preflight;
 mod report;
 mod round;
+pub mod runtime;
 pub mod safety;
 mod tracker;
 pub mod verdict;
@@ -131,6 +132,10 @@ pub async fn check_machine(cfg: &PodConfig) -> Result<(Engine, preflight::Checke
     safety::check_engine(&engine, safety)
         .await
         .map_err(PreflightError::from)?;
+    let rt = runtime::check_engine(engine.docker(), safety)
+        .await
+        .map_err(PreflightError::from)?;
+    tracing::info!(runc = ?rt.runc, containerd = ?rt.containerd, security = ?rt.security_options, "container runtime passed its floors");
     match &safety.probe_image {
         Some(image) => {
             let report = safety::self_test(&engine, &cfg.sandbox, image, &cfg.pod_id)
@@ -206,6 +211,11 @@ async fn serve(
                     "this machine is unfit: the baseline canary failed; claiming nothing"
                 );
                 return Err(PodError::Unfit(unfit));
+            }
+            // The sandbox failed its check before a claim: an unsafe machine claims nothing.
+            Err(e @ PodError::Preflight(_)) => {
+                tracing::error!("the machine failed its check before a claim: {e}");
+                return Err(e);
             }
             // S3 trouble while looking for work is not fatal: look again later.
             Err(e) => tracing::warn!("looking for rounds failed: {e}"),
@@ -290,6 +300,13 @@ async fn next_round(
             continue;
         }
         proven.ensure(cfg, &job).await?;
+        // The sandbox is checked again before every claim (one probe container, seconds):
+        // a firewall rule lost since the last round is found here, not by a miner.
+        if let Some(image) = &cfg.requirements.safety.probe_image {
+            safety::self_test(proven.engine, &cfg.sandbox, image, &cfg.pod_id)
+                .await
+                .map_err(PreflightError::from)?;
+        }
         let now = now_unix();
         match bucket.claim(round, &cfg.pod_id, cfg.lease_ttl, now).await? {
             Claim::Won(lease) => {

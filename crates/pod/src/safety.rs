@@ -33,6 +33,12 @@ pub struct SafetyRequirements {
     /// The image the self-test probe runs (`cacheon probe-sandbox`; the pod's own image).
     /// `None` skips the self-test (a machine whose network the operator vouches for).
     pub probe_image: Option<String>,
+    /// runc's floor per release line (`runtime::RUNC_FLOORS`).
+    pub min_runc: Vec<String>,
+    /// containerd's floor per release line (`runtime::CONTAINERD_FLOORS`).
+    pub min_containerd: Vec<String>,
+    /// Accept an engine with neither AppArmor nor SELinux (the operator's word).
+    pub allow_no_lsm: bool,
 }
 
 impl Default for SafetyRequirements {
@@ -43,6 +49,12 @@ impl Default for SafetyRequirements {
             min_driver: "550.0".into(),
             nvidia_ctk: PathBuf::from("nvidia-ctk"),
             probe_image: None,
+            min_runc: crate::runtime::RUNC_FLOORS.iter().map(|s| s.to_string()).collect(),
+            min_containerd: crate::runtime::CONTAINERD_FLOORS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            allow_no_lsm: false,
         }
     }
 }
@@ -62,6 +74,8 @@ pub enum SafetyError {
     Reachable(String),
     #[error("the sandbox self-test could not run: {0}")]
     SelfTest(String),
+    #[error("containers are not confined: {0}")]
+    Unconfined(String),
 }
 
 /// The leading dotted numbers of a version string (`20.10.24+dfsg1` → 20.10.24).
@@ -235,6 +249,8 @@ pub async fn self_test(
         args.extend(["--connect".to_string(), t.to_string()]);
     }
     args.extend(["--resolve".to_string(), "example.com".to_string()]);
+    // New namespaces from inside would undo the sandbox's (seccomp must refuse them).
+    args.push("--unshare".to_string());
     let labels = Labels {
         round: "preflight".into(),
         submission: "self-test".into(),
@@ -256,8 +272,9 @@ pub async fn self_test(
     let code = exit.map_err(|e| fail(&e))?;
     if report.accepted > 0 || code == PROBE_REACHED {
         return Err(SafetyError::Reachable(format!(
-            "a container on {} reached this machine ({} connection(s) accepted): {}; \
-             install the firewall rule (scripts/gpu_setup/setup.sh)",
+            "a container on {} reached this machine or made new namespaces ({} \
+             connection(s) accepted): {}; install the firewall rule and keep seccomp on \
+             (scripts/gpu_setup/setup.sh)",
             sandbox.network,
             report.accepted,
             report.probe_output.trim()

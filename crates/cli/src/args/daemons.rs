@@ -177,7 +177,8 @@ pub struct PodArgs {
     pub handoff: HandoffArgs,
     #[command(flatten)]
     pub source: WorkloadSource,
-    /// This pod's name in leases and results (default: hostname-pid).
+    /// This pod's name in leases and results (default: hostname-pid-random, unique per
+    /// process: two pods on one engine never share one).
     #[arg(long, env = "CACHEON_POD_ID")]
     pub pod_id: Option<String>,
     /// GPUs the machine must have; 0 skips the GPU checks (machines without GPUs).
@@ -248,6 +249,18 @@ pub struct PodArgs {
     /// Oldest Docker engine accepted (26.0.0 closes CVE-2024-29018).
     #[arg(long, env = "CACHEON_MIN_DOCKER_VERSION", default_value = "26.0.0")]
     pub min_docker_version: String,
+    /// runc's floor in each release line (comma-separated); a line older than all of
+    /// them is refused. Distributions that backport fixes under an old version number
+    /// (Debian's 1.1.5+ds1-1+deb12u1) need the operator to lower it knowingly.
+    #[arg(long, env = "CACHEON_MIN_RUNC_VERSIONS", value_delimiter = ',', default_value = "1.2.8,1.3.3,1.4.0")]
+    pub min_runc_versions: Vec<String>,
+    /// containerd's floor in each release line (comma-separated).
+    #[arg(long, env = "CACHEON_MIN_CONTAINERD_VERSIONS", value_delimiter = ',', default_value = "1.6.38,1.7.27,2.0.4")]
+    pub min_containerd_versions: Vec<String>,
+    /// Accept an engine where neither AppArmor nor SELinux confines containers (seccomp is
+    /// required regardless).
+    #[arg(long, env = "CACHEON_ALLOW_NO_LSM")]
+    pub allow_no_lsm: bool,
     /// Oldest NVIDIA container toolkit accepted (1.17.8 closes CVE-2025-23266).
     #[arg(long, env = "CACHEON_MIN_TOOLKIT_VERSION", default_value = "1.17.8")]
     pub min_toolkit_version: String,

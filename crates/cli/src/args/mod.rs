@@ -104,6 +104,9 @@ pub struct ProbeSandboxArgs {
     /// A name to resolve (repeatable).
     #[arg(long)]
     pub resolve: Vec<String>,
+    /// Try to make new user and mount namespaces (the sandbox must refuse).
+    #[arg(long)]
+    pub unshare: bool,
     /// Seconds per attempt.
     #[arg(long, default_value_t = 3)]
     pub timeout_secs: u64,

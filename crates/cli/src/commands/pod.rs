@@ -35,8 +35,26 @@ fn pod_id(a: &PodArgs) -> String {
         let host = std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "pod".into());
-        format!("{host}-{}", std::process::id())
+        // Unique per process, also where every pod's hostname and pid are the same (pods
+        // in containers on the host's network): two pods on one engine must never take
+        // each other's containers for their own.
+        format!("{host}-{}-{}", std::process::id(), random_suffix())
     })
+}
+
+/// Eight hex digits from the kernel's random source.
+fn random_suffix() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 4];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        // No /dev/urandom: the clock's nanoseconds still tell two processes apart.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        bytes = nanos.to_le_bytes();
+    }
+    hex::encode(bytes)
 }
 
 fn config(a: &PodArgs) -> anyhow::Result<PodConfig> {
@@ -56,6 +74,9 @@ fn config(a: &PodArgs) -> anyhow::Result<PodConfig> {
             min_driver: a.min_driver_version.clone(),
             nvidia_ctk: a.nvidia_ctk.clone(),
             probe_image: a.probe_image.clone(),
+            min_runc: a.min_runc_versions.clone(),
+            min_containerd: a.min_containerd_versions.clone(),
+            allow_no_lsm: a.allow_no_lsm,
         },
     };
     if a.probe_image.is_none() && !a.skip_sandbox_self_test {

@@ -35,6 +35,21 @@ pub async fn run(a: &ProbeSandboxArgs) -> anyhow::Result<()> {
             Err(_) => println!("blocked {name}: no answer in {limit:?}"),
         }
     }
+    if a.unshare {
+        use nix::sched::{unshare, CloneFlags};
+        for (name, flag) in [
+            ("user", CloneFlags::CLONE_NEWUSER),
+            ("mount", CloneFlags::CLONE_NEWNS),
+        ] {
+            match unshare(flag) {
+                Ok(()) => {
+                    reached = true;
+                    println!("UNSHARED a new {name} namespace");
+                }
+                Err(e) => println!("blocked unshare({name}): {e}"),
+            }
+        }
+    }
     if reached {
         std::process::exit(REACHED);
     }

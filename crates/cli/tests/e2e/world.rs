@@ -393,6 +393,7 @@ impl World {
             "20.10",
             "--skip-sandbox-self-test",
         ])
+        .args(support::RUNTIME_FLOORS_OF_THIS_MACHINE)
         .args(["--container-open-files", &open_files.to_string()])
         .arg("--models-dir")
         .arg(models);

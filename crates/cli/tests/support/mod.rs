@@ -144,3 +144,14 @@ pub fn engine_limits() -> (i64, Option<i64>) {
     let open_files = hard("Max open files").map_or(65_536, |n| n.min(65_536));
     (open_files, hard("Max locked memory"))
 }
+
+/// The pod's runtime floors lowered to what Debian 12's docker.io runs (runc 1.1.5,
+/// containerd 1.6.20, with fixes backported under the old numbers; no AppArmor here).
+#[allow(dead_code)] // not every test binary starts a pod
+pub const RUNTIME_FLOORS_OF_THIS_MACHINE: [&str; 5] = [
+    "--min-runc-versions",
+    "1.0",
+    "--min-containerd-versions",
+    "1.0",
+    "--allow-no-lsm",
+];
