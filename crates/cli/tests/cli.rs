@@ -313,7 +313,10 @@ fn preflight_refuses_a_toolkit_or_engine_with_known_escapes() {
     let out = check_only(dir.path(), &["--min-docker-version", "20.10"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("runc version") && err.contains("1.2.8"), "{err}");
+    assert!(
+        err.contains("runc version") && err.contains("1.2.8"),
+        "{err}"
+    );
     // Everything fine by the operator's floors: the machine passes.
     let mut lowered = vec!["--min-docker-version", "20.10"];
     lowered.extend(support::RUNTIME_FLOORS_OF_THIS_MACHINE);

@@ -395,7 +395,11 @@ async fn images_the_sandbox_does_not_run_are_refused_at_pull_time() {
         println!("{image}: {reason}: {err}");
         // Nothing of it is left on the engine.
         assert!(
-            engine.docker().inspect_image(&image.pinned(&digest)).await.is_err(),
+            engine
+                .docker()
+                .inspect_image(&image.pinned(&digest))
+                .await
+                .is_err(),
             "{image} left behind"
         );
     }
@@ -404,7 +408,12 @@ async fn images_the_sandbox_does_not_run_are_refused_at_pull_time() {
     let models = tempfile::tempdir().unwrap();
     let cfg = config("cacheon-test-sandbox", models.path());
     let running = engine
-        .start(&pinned, &mock_miner("8000", &[]), &labels("refusals", "challenger"), &cfg)
+        .start(
+            &pinned,
+            &mock_miner("8000", &[]),
+            &labels("refusals", "challenger"),
+            &cfg,
+        )
         .await
         .unwrap();
     running.wait_healthy().await.unwrap();

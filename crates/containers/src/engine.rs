@@ -338,7 +338,10 @@ impl Engine {
                     .is_some_and(|l| l.get(LABEL_ROLE).map(String::as_str) == Some("network"));
                 let unused = existing.containers.as_ref().is_none_or(|c| c.is_empty());
                 if ours && unused {
-                    tracing::warn!(network = name, "re-creating the sandbox network with inter-container traffic off");
+                    tracing::warn!(
+                        network = name,
+                        "re-creating the sandbox network with inter-container traffic off"
+                    );
                     self.docker
                         .remove_network(name)
                         .await
@@ -504,7 +507,10 @@ pub fn refuse_unsandboxable(
     }
     let names: Vec<String> = env
         .iter()
-        .filter_map(|kv| kv.split_once('=').map_or(Some(kv.as_str()), |(k, _)| Some(k)))
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map_or(Some(kv.as_str()), |(k, _)| Some(k))
+        })
         .filter(|k| crate::sandbox::TOOLKIT_VARIABLES.contains(k))
         .map(str::to_string)
         .collect();

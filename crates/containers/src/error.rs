@@ -29,7 +29,9 @@ pub enum ContainerError {
     },
     #[error("{image} declares VOLUME {paths:?}: the sandbox gives no disk outside its read-only root and scratch")]
     DeclaresVolume { image: String, paths: Vec<String> },
-    #[error("{image} sets {names:?}: variables that steer the NVIDIA container toolkit are ours to set")]
+    #[error(
+        "{image} sets {names:?}: variables that steer the NVIDIA container toolkit are ours to set"
+    )]
     ToolkitVariable { image: String, names: Vec<String> },
     #[error("the engine could not start the image: {0}")]
     StartFailed(String),

@@ -139,6 +139,26 @@ pub const TOOLKIT_VARIABLES: &[&str] = &[
     "NVIDIA_GDRCOPY",
 ];
 
+/// Most bytes of a `/health` answer read (vLLM's is empty).
+const HEALTH_BODY_CAP: usize = 64 << 10;
+
+/// Whether the body ends, error-free, within `cap` bytes.
+async fn body_within(r: &mut reqwest::Response, cap: usize) -> bool {
+    let mut read = 0usize;
+    loop {
+        match r.chunk().await {
+            Ok(Some(chunk)) => {
+                read += chunk.len();
+                if read > cap {
+                    return false;
+                }
+            }
+            Ok(None) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
 /// What a container is, written on it as labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Labels {
@@ -365,8 +385,10 @@ impl Running {
                 });
             }
             if !self.ip.is_empty() {
-                if let Ok(r) = http.get(&url).send().await {
-                    if r.status().is_success() {
+                if let Ok(mut r) = http.get(&url).send().await {
+                    // Healthy is a whole 200 answer: the client's timeout bounds the body's
+                    // time, and at most `HEALTH_BODY_CAP` bytes of it are read.
+                    if r.status().is_success() && body_within(&mut r, HEALTH_BODY_CAP).await {
                         return Ok(());
                     }
                     if r.status().is_redirection() {

@@ -102,24 +102,18 @@ impl Target {
 
     /// One GET whose body is read and dropped, at most `cap` bytes of it.
     async fn get_bounded(&self, url: &str, cap: usize) -> Result<(), String> {
-        let mut resp = self
+        let resp = self
             .client
             .get(url)
             .send()
             .await
             .map_err(|e| crate::error_chain(&e))?;
-        let mut read = 0usize;
-        while let Some(chunk) = resp.chunk().await.map_err(|e| crate::error_chain(&e))? {
-            read += chunk.len();
-            if read > cap {
-                return Err(format!("answer longer than {cap} bytes"));
-            }
-        }
-        Ok(())
+        read_bounded(resp, cap).await
     }
 
-    /// Polls `GET /health` every `every` until it answers 200; each poll, and the whole
-    /// wait, is bounded by `within`.
+    /// Polls `GET /health` every `every` until it answers 200 with a complete body (at most
+    /// `WARM_BODY_CAP` bytes); each poll, and the whole wait, is bounded by `within`. A
+    /// server that sends the headers and then holds or floods the body is not healthy.
     pub async fn wait_healthy(
         &self,
         within: Duration,
@@ -129,12 +123,25 @@ impl Target {
         let deadline = tokio::time::Instant::now() + within;
         let mut last = String::from("no answer yet");
         loop {
-            let poll = self.client.get(&url).send();
+            let poll = async {
+                let resp = self
+                    .client
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| crate::error_chain(&e))?;
+                let status = resp.status();
+                read_bounded(resp, WARM_BODY_CAP).await?;
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("HTTP {status}"))
+                }
+            };
             match tokio::time::timeout_at(deadline, poll).await {
-                Ok(Ok(r)) if r.status().is_success() => return Ok(()),
-                Ok(Ok(r)) => last = format!("HTTP {}", r.status()),
-                Ok(Err(e)) => last = crate::error_chain(&e),
-                Err(_) => last = format!("{last}; no answer within {within:?}"),
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => last = e,
+                Err(_) => last = format!("{last}; no complete answer within {within:?}"),
             }
             if tokio::time::Instant::now() + every >= deadline {
                 return Err(HarnessError::Unhealthy { url, last });
@@ -142,4 +149,17 @@ impl Target {
             tokio::time::sleep(every).await;
         }
     }
+}
+
+/// Reads a body to its end and drops it; more than `cap` bytes is an error. The caller
+/// bounds the time.
+async fn read_bounded(mut resp: reqwest::Response, cap: usize) -> Result<(), String> {
+    let mut read = 0usize;
+    while let Some(chunk) = resp.chunk().await.map_err(|e| crate::error_chain(&e))? {
+        read += chunk.len();
+        if read > cap {
+            return Err(format!("answer longer than {cap} bytes"));
+        }
+    }
+    Ok(())
 }

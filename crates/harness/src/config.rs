@@ -55,11 +55,12 @@ impl HarnessConfig {
     }
 
     /// The most server-sent events one request may send: vLLM sends one per token plus a
-    /// role chunk, a usage chunk and `[DONE]`; twice the output limit leaves room for
-    /// servers that split tokens or send empty keep-alive events. Every event is kept
-    /// until the stream ends, so this, with `byte_cap`, bounds what one request can cost.
+    /// role chunk, a usage chunk and `[DONE]`; four times the output limit leaves room for
+    /// servers that split tokens or send empty keep-alive events, and lets an output that
+    /// ignores `max_tokens` be judged `too_long`. Every event is kept until the stream
+    /// ends, so this, with `byte_cap`, bounds what one request can cost.
     pub fn max_events(&self) -> usize {
-        2 * self.output_limit() + 64
+        4 * self.output_limit() + 64
     }
 
     /// The total time one request may take (see `min_token_rate`).

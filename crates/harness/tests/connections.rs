@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use cacheon_core::prompts::Phase;
 use cacheon_harness::{run, stream_chat, StopRule, Target};
-use cacheon_mockminer::RunningMock;
+use cacheon_mockminer::{Fault, MockConfig, RunningMock};
 use common::{config, miner, prompts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -162,4 +162,28 @@ async fn a_request_dropped_and_answered_again_is_timed_from_the_first_attempt() 
     // the server's, not forgiven by the retry.
     let ttft = Duration::from_nanos(record.ttft_ns().unwrap());
     assert!(ttft >= held, "TTFT {ttft:?} restarted with the retry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_that_never_end_or_never_stop_are_not_healthy() {
+    for fault in [Fault::HealthNoBody, Fault::HealthEndlessBody] {
+        let mock = RunningMock::start(MockConfig {
+            fault: Some(fault),
+            ..miner(None)
+        })
+        .await
+        .unwrap();
+        let cfg = config();
+        let target = Target::new(&mock.url(), 1, cfg.connect_timeout).unwrap();
+        // The headers say 200, but the answer is never whole: not healthy, and the wait
+        // ends at its bound instead of hanging on the body or reading it without end.
+        let err = target
+            .wait_healthy(Duration::from_secs(2), Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        println!("{fault}: {err}");
+        // Nor can the connections be warmed through it.
+        let err = target.warm(1).await.unwrap_err();
+        println!("{fault}: {err}");
+    }
 }

@@ -53,6 +53,14 @@ pub enum Fault {
     GarbageSse,
     /// `/health` answers after this long.
     SlowHealth(Duration),
+    /// `/health` answers 200 with its headers and a `content-length`, then never sends the
+    /// promised body.
+    HealthNoBody,
+    /// `/health` answers 200 with a body that never ends.
+    HealthEndlessBody,
+    /// After every content chunk, this many valid but empty chunks: a stream bloated under
+    /// the byte cap, every event of which the validator would keep.
+    Bloat(usize),
     /// `/health` answers 503.
     FailingHealth,
     /// `/health` answers `302 Location: http://127.0.0.1:PORT/latest/meta-data/iam`: a
@@ -65,13 +73,18 @@ impl Fault {
     pub const NAMES: &'static str = "wrong-after:N, flip-ties:RATE, jitter:SIGMA, fake-logprobs, \
         no-logprobs, truncate:N, burst, stall:MS, drip:MS, endless, overlong, lone-space, oversized-chunk:BYTES, invalid-utf8, \
         malformed-json, error-mid-stream, no-done, no-finish-reason, http-500, garbage-sse, \
-        slow-health:MS, failing-health, redirect-health:PORT";
+        slow-health:MS, failing-health, redirect-health:PORT, health-no-body, \
+        health-endless-body, bloat:N";
 
     /// Whether this fault only bends the health check (the chat API stays honest).
     pub fn is_health_only(&self) -> bool {
         matches!(
             self,
-            Fault::SlowHealth(_) | Fault::FailingHealth | Fault::RedirectHealth(_)
+            Fault::SlowHealth(_)
+                | Fault::FailingHealth
+                | Fault::RedirectHealth(_)
+                | Fault::HealthNoBody
+                | Fault::HealthEndlessBody
         )
     }
 }
@@ -122,6 +135,9 @@ impl FromStr for Fault {
             "garbage-sse" => Fault::GarbageSse,
             "slow-health" => Fault::SlowHealth(millis()?),
             "failing-health" => Fault::FailingHealth,
+            "health-no-body" => Fault::HealthNoBody,
+            "health-endless-body" => Fault::HealthEndlessBody,
+            "bloat" => Fault::Bloat(count()?),
             "redirect-health" => Fault::RedirectHealth(u16::try_from(count()?).map_err(|_| bad())?),
             _ => return Err(bad()),
         };
@@ -137,6 +153,7 @@ impl FromStr for Fault {
                 | Fault::OversizedChunk(_)
                 | Fault::SlowHealth(_)
                 | Fault::RedirectHealth(_)
+                | Fault::Bloat(_)
         );
         if takes_arg != arg.is_some() {
             return Err(bad());
@@ -171,6 +188,9 @@ impl fmt::Display for Fault {
             Fault::SlowHealth(d) => write!(f, "slow-health:{}", d.as_millis()),
             Fault::FailingHealth => f.write_str("failing-health"),
             Fault::RedirectHealth(port) => write!(f, "redirect-health:{port}"),
+            Fault::HealthNoBody => f.write_str("health-no-body"),
+            Fault::HealthEndlessBody => f.write_str("health-endless-body"),
+            Fault::Bloat(n) => write!(f, "bloat:{n}"),
         }
     }
 }

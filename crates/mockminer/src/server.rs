@@ -213,6 +213,24 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
             tokio::time::sleep(d).await;
             StatusCode::OK.into_response()
         }
+        Some(Fault::HealthNoBody) => {
+            // Headers promise 16 bytes; the body stream never yields one.
+            let never = futures_util::stream::pending::<Result<Vec<u8>, std::io::Error>>();
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(axum::http::header::CONTENT_LENGTH, "16")
+                .body(axum::body::Body::from_stream(never))
+                .unwrap_or_else(|_| StatusCode::OK.into_response())
+        }
+        Some(Fault::HealthEndlessBody) => {
+            let block = vec![b'o'; 64 << 10];
+            let endless =
+                futures_util::stream::repeat_with(move || Ok::<_, std::io::Error>(block.clone()));
+            Response::builder()
+                .status(StatusCode::OK)
+                .body(axum::body::Body::from_stream(endless))
+                .unwrap_or_else(|_| StatusCode::OK.into_response())
+        }
         _ => StatusCode::OK.into_response(),
     }
 }

@@ -259,6 +259,21 @@ pub(crate) async fn pace(
                 extra += d;
                 None
             }
+            (Some(Fault::Bloat(n)), _) => {
+                let empty = chunk(
+                    vec![ChunkChoice {
+                        index: 0,
+                        delta: Delta {
+                            role: None,
+                            content: Some(String::new()),
+                        },
+                        logprobs: None,
+                        finish_reason: None,
+                    }],
+                    None,
+                );
+                Some(empty.repeat(n))
+            }
             _ => None,
         };
         if let Some(bytes) = injected {

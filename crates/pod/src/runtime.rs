@@ -68,7 +68,12 @@ impl Runtime {
 /// than every line with a floor.
 pub fn meets_floor(found: &str, floors: &[String]) -> Option<bool> {
     let version = parse_version(found)?;
-    let line = |v: &[u64]| (v.first().copied().unwrap_or(0), v.get(1).copied().unwrap_or(0));
+    let line = |v: &[u64]| {
+        (
+            v.first().copied().unwrap_or(0),
+            v.get(1).copied().unwrap_or(0),
+        )
+    };
     let mine = line(&version);
     let mut newest = None;
     for floor in floors {
@@ -121,7 +126,10 @@ pub fn check(rt: &Runtime, req: &SafetyRequirements) -> Result<(), SafetyError> 
             ))
         }
         Some(fields) => {
-            if fields.iter().any(|(k, v)| k == "profile" && v == "unconfined") {
+            if fields
+                .iter()
+                .any(|(k, v)| k == "profile" && v == "unconfined")
+            {
                 return Err(SafetyError::Unconfined(
                     "the engine's default seccomp profile is `unconfined`".into(),
                 ));
@@ -131,8 +139,7 @@ pub fn check(rt: &Runtime, req: &SafetyRequirements) -> Result<(), SafetyError> 
     let lsm = rt.option("apparmor").is_some() || rt.option("selinux").is_some();
     if !lsm && !req.allow_no_lsm {
         return Err(SafetyError::Unconfined(
-            "neither AppArmor nor SELinux confines containers (--allow-no-lsm accepts that)"
-                .into(),
+            "neither AppArmor nor SELinux confines containers (--allow-no-lsm accepts that)".into(),
         ));
     }
     Ok(())
@@ -226,7 +233,10 @@ mod tests {
     fn an_old_runc_and_an_unconfined_seccomp_are_refused() {
         let old = VERSION.replace("\"1.1.5+ds1\"", "\"1.1.11\"");
         let err = check(&engine(&old, INFO), &SafetyRequirements::default()).unwrap_err();
-        assert!(matches!(err, SafetyError::TooOld { what: "runc", .. }), "{err}");
+        assert!(
+            matches!(err, SafetyError::TooOld { what: "runc", .. }),
+            "{err}"
+        );
         println!("refused: {err}");
 
         let unconfined = INFO.replace("profile=default", "profile=unconfined");

@@ -49,7 +49,10 @@ impl Default for SafetyRequirements {
             min_driver: "550.0".into(),
             nvidia_ctk: PathBuf::from("nvidia-ctk"),
             probe_image: None,
-            min_runc: crate::runtime::RUNC_FLOORS.iter().map(|s| s.to_string()).collect(),
+            min_runc: crate::runtime::RUNC_FLOORS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             min_containerd: crate::runtime::CONTAINERD_FLOORS
                 .iter()
                 .map(|s| s.to_string())

@@ -252,10 +252,20 @@ pub struct PodArgs {
     /// runc's floor in each release line (comma-separated); a line older than all of
     /// them is refused. Distributions that backport fixes under an old version number
     /// (Debian's 1.1.5+ds1-1+deb12u1) need the operator to lower it knowingly.
-    #[arg(long, env = "CACHEON_MIN_RUNC_VERSIONS", value_delimiter = ',', default_value = "1.2.8,1.3.3,1.4.0")]
+    #[arg(
+        long,
+        env = "CACHEON_MIN_RUNC_VERSIONS",
+        value_delimiter = ',',
+        default_value = "1.2.8,1.3.3,1.4.0"
+    )]
     pub min_runc_versions: Vec<String>,
     /// containerd's floor in each release line (comma-separated).
-    #[arg(long, env = "CACHEON_MIN_CONTAINERD_VERSIONS", value_delimiter = ',', default_value = "1.6.38,1.7.27,2.0.4")]
+    #[arg(
+        long,
+        env = "CACHEON_MIN_CONTAINERD_VERSIONS",
+        value_delimiter = ',',
+        default_value = "1.6.38,1.7.27,2.0.4"
+    )]
     pub min_containerd_versions: Vec<String>,
     /// Accept an engine where neither AppArmor nor SELinux confines containers (seccomp is
     /// required regardless).
