@@ -14,11 +14,17 @@ use crate::args::{Cli, Command, DbCommand};
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format, &cli.log);
+    // Before the runtime starts threads: the kernel refuses a new user namespace to any
+    // multithreaded process, sandbox or not, so the probe must try while it has one thread.
+    let unshared = match &cli.command {
+        Command::ProbeSandbox(a) if a.unshare => commands::probe::try_unshare(),
+        _ => Vec::new(),
+    };
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run(cli.command)));
+        .and_then(|rt| rt.block_on(run(cli.command, unshared)));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -29,7 +35,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command, unshared: Vec<String>) -> anyhow::Result<()> {
     match command {
         Command::Prompts(a) => commands::prompts::run(&a),
         Command::Db {
@@ -44,6 +50,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Commit(a) => commands::commit::run(&a).await,
         Command::Host(a) => commands::host::run(&a).await,
         Command::Pod(a) => commands::pod::run(&a).await,
-        Command::ProbeSandbox(a) => commands::probe::run(&a).await,
+        Command::ProbeSandbox(a) => commands::probe::run(&a, &unshared).await,
     }
 }

@@ -420,6 +420,83 @@ async fn images_the_sandbox_does_not_run_are_refused_at_pull_time() {
     running.teardown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pods_on_one_engine_cannot_reach_each_others_containers() {
+    let _turn = TURN.lock().await;
+    let engine = Engine::connect().await.unwrap();
+    let models = tempfile::tempdir().unwrap();
+    let cfg = config("cacheon-test-apart", models.path());
+    let pinned = pulled(&engine).await;
+    let pod = |name: &str| Labels {
+        pod: name.into(),
+        ..labels("apart", "challenger")
+    };
+    // Pod A's miner serves; the pod itself (this process, on the host) reaches it.
+    let server = engine
+        .start(&pinned, &mock_miner("8000", &[]), &pod("pod-a"), &cfg)
+        .await
+        .unwrap();
+    server.wait_healthy().await.unwrap();
+    let target = format!("{}:8000", server.ip);
+    // Pod B's miner, on the same engine and sandbox network, tries to connect to it.
+    let probe = engine
+        .start(
+            &pinned,
+            &[
+                "probe-sandbox".to_string(),
+                "--connect".to_string(),
+                target.clone(),
+                "--timeout-secs".to_string(),
+                "3".to_string(),
+            ],
+            &pod("pod-b"),
+            &cfg,
+        )
+        .await
+        .unwrap();
+    let code = probe.wait_exit(Duration::from_secs(60)).await.unwrap();
+    let said = String::from_utf8_lossy(&probe.teardown().await.unwrap()).into_owned();
+    println!("probe of pod-b against {target}: exit {code}: {said}");
+    assert_eq!(code, 0, "pod-b's container reached pod-a's: {said}");
+    assert!(said.contains("blocked"), "{said}");
+    server.teardown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_makes_new_namespaces_only_where_seccomp_is_off() {
+    let _turn = TURN.lock().await;
+    let engine = Engine::connect().await.unwrap();
+    let models = tempfile::tempdir().unwrap();
+    let cfg = config("cacheon-test-sandbox", models.path());
+    let pinned = pulled(&engine).await;
+    // In our sandbox: refused.
+    let probe = engine
+        .start(
+            &pinned,
+            &["probe-sandbox".to_string(), "--unshare".to_string()],
+            &labels("unshare", "probe"),
+            &cfg,
+        )
+        .await
+        .unwrap();
+    let code = probe.wait_exit(Duration::from_secs(60)).await.unwrap();
+    let said = String::from_utf8_lossy(&probe.teardown().await.unwrap()).into_owned();
+    println!("sandboxed: exit {code}: {said}");
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("blocked unshare(user)"), "{said}");
+    // The same probe where seccomp is off: it makes them, and says so with its exit code.
+    let out = std::process::Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "--user", "10001"])
+        .args(["--security-opt", "seccomp=unconfined", &pinned])
+        .args(["probe-sandbox", "--unshare"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    println!("unconfined: {:?}: {said}", out.status.code());
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(said.contains("UNSHARED a new user namespace"), "{said}");
+}
+
 /// A registry on loopback that serves the same manifest whatever digest is asked for.
 async fn lying_registry() -> String {
     use axum::routing::get;

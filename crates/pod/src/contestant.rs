@@ -21,8 +21,11 @@ use tracing::Instrument;
 use crate::round::{Context, Interrupt};
 use crate::tracker::Tracker;
 
-/// Room kept at the end of a turn for tearing the container down (stop, logs, remove).
-const TEARDOWN_RESERVE: Duration = Duration::from_secs(60);
+/// Room kept at the end of a turn for tearing the container down (stop, logs, remove):
+/// a tenth of the turn, at most a minute.
+fn teardown_reserve(budget: Duration) -> Duration {
+    (budget / 10).min(Duration::from_secs(60))
+}
 
 /// A pull's outcome, how long the round waited for it, and when the turn must end.
 pub struct Pulled {
@@ -117,7 +120,7 @@ pub async fn measure(
             let serving = tokio::time::timeout_at(
                 pulled
                     .turn_ends
-                    .checked_sub(TEARDOWN_RESERVE)
+                    .checked_sub(teardown_reserve(budget))
                     .unwrap_or(pulled.turn_ends),
                 serve(
                     &running,

@@ -9,7 +9,26 @@ use crate::args::ProbeSandboxArgs;
 /// Exit code when anything was reached (`cacheon_pod::safety::PROBE_REACHED`).
 const REACHED: i32 = 3;
 
-pub async fn run(a: &ProbeSandboxArgs) -> anyhow::Result<()> {
+/// Tries to make new user and mount namespaces (single-threaded: call before the runtime
+/// starts). Returns the ones made, which the sandbox's seccomp profile must refuse; what
+/// was blocked is printed.
+pub fn try_unshare() -> Vec<String> {
+    use nix::sched::{unshare, CloneFlags};
+    let mut made = Vec::new();
+    for (name, flag) in [
+        ("user", CloneFlags::CLONE_NEWUSER),
+        ("mount", CloneFlags::CLONE_NEWNS),
+    ] {
+        match unshare(flag) {
+            Ok(()) => made.push(name.to_string()),
+            Err(e) => println!("blocked unshare({name}): {e}"),
+        }
+    }
+    made
+}
+
+/// `unshared`: the namespaces `try_unshare` made before the runtime started.
+pub async fn run(a: &ProbeSandboxArgs, unshared: &[String]) -> anyhow::Result<()> {
     let limit = Duration::from_secs(a.timeout_secs.max(1));
     let mut reached = false;
     for addr in &a.connect {
@@ -35,20 +54,9 @@ pub async fn run(a: &ProbeSandboxArgs) -> anyhow::Result<()> {
             Err(_) => println!("blocked {name}: no answer in {limit:?}"),
         }
     }
-    if a.unshare {
-        use nix::sched::{unshare, CloneFlags};
-        for (name, flag) in [
-            ("user", CloneFlags::CLONE_NEWUSER),
-            ("mount", CloneFlags::CLONE_NEWNS),
-        ] {
-            match unshare(flag) {
-                Ok(()) => {
-                    reached = true;
-                    println!("UNSHARED a new {name} namespace");
-                }
-                Err(e) => println!("blocked unshare({name}): {e}"),
-            }
-        }
+    for name in unshared {
+        reached = true;
+        println!("UNSHARED a new {name} namespace");
     }
     if reached {
         std::process::exit(REACHED);

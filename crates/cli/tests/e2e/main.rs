@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 use world::{
     ss58, Daemon, World, BAD_ENTRYPOINT_UID, CHEATER, DRIPPING, FAST, MALFORMED_UID, MUCH_FASTER,
     NETUID, OPERATED_REGISTRY_PORT, REDIRECTING_UID, REDIRECT_PORT, SLIGHTLY_FASTER, SLOW,
-    STALLING, VERSION_KEY,
+    SLOW_KING, STALLING, VERSION_KEY,
 };
 
 static TURN: Mutex<()> = Mutex::const_new(());
@@ -397,6 +397,65 @@ async fn hostile_neighbours_end_alone_and_the_round_goes_on() {
     for line in pod.lines().iter().filter(|l| l.contains("stopped early")) {
         println!("{line}");
     }
+    stop(&mut pod).await;
+    stop(&mut host).await;
+}
+
+/// A king that is slow but valid (its `/health` answers late) reigns while turns are
+/// generous. Once the operator's turn budget is shorter than its turn, the round still
+/// completes: the king alone pays (`turn_budget_exceeded`, and the crown), the honest
+/// challenger is scored and crowned, and no round is void.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_king_slower_than_its_turn_budget_pays_alone_and_the_round_completes() {
+    let _turn = TURN.lock().await;
+    let images = world::images().await;
+    let mut w = World::empty("slowking", images).await;
+    w.models = World::new_models(&w);
+    w.commit_hostile(SLOW_KING.0, "slow-king", 990);
+    let mut host = w.host();
+    host.wait_for(&["status API listening"], Duration::from_secs(60))
+        .await;
+    let mut pod = w.pod("pod-k");
+    let slow_king = id(SLOW_KING.0, 990);
+    until("the slow king crowned", ROUND, || async {
+        king(&w).await.filter(|k| *k == slow_king)
+    })
+    .await;
+    stop(&mut host).await;
+
+    // Turns now get 15 s; the king's /health alone takes 20 s.
+    w.commit(FAST.0, 995);
+    let mut host = w.host_env(true, &[("CACHEON_TURN_BUDGET_SECS", "15")]);
+    let fast = id(FAST.0, 995);
+    let started = std::time::Instant::now();
+    until("the honest challenger crowned", ROUND, || async {
+        king(&w).await.filter(|k| *k == fast)
+    })
+    .await;
+    println!(
+        "round with a king over its turn budget done in {:?}",
+        started.elapsed()
+    );
+    let s = states(&w).await;
+    assert_eq!(
+        s[&slow_king],
+        (
+            "disqualified".to_string(),
+            Some("turn_budget_exceeded".to_string())
+        )
+    );
+    assert_eq!(s[&fast], ("scored".to_string(), None));
+    let rounds = w.get("/rounds?limit=100").await;
+    let rounds = rounds.as_array().unwrap();
+    assert_eq!(rounds.len(), 2, "{rounds:?}");
+    assert!(
+        rounds.iter().all(|r| r["state"] == "completed"),
+        "{rounds:?}"
+    );
+    for line in pod.lines().iter().filter(|l| l.contains("turn budget")) {
+        println!("{line}");
+    }
+    assert!(pod.is_running(), "the pod exited");
     stop(&mut pod).await;
     stop(&mut host).await;
 }

@@ -42,6 +42,8 @@ pub const REDIRECTING_UID: u16 = 7;
 pub const OPERATED_REGISTRY_PORT: u16 = 18797;
 /// Much faster than `FAST`, and noisy: every request's timing spread by about 30 %.
 pub const JITTERY: &str = "--ttft-ms 10 --itl-ms 2 --speed-jitter 0.3";
+/// Valid, but its `/health` answers only after 20 s (inside the pods' 30 s start-up).
+pub const SLOW_KING: (u16, &str) = (6, "--ttft-ms 40 --itl-ms 8 --fault slow-health:20000");
 const BASELINE_ARGS: &str = "mock-miner --port 8000 --ttft-ms 100 --itl-ms 20";
 /// A challenger must beat the king by 50 %: wide enough that timing noise on a shared
 /// machine cannot move a 20 % improvement over it or a 300 % one under it.
@@ -152,6 +154,7 @@ fn build_images() -> Images {
         ("redirecting", redirect.as_str()),
         ("jittery", JITTERY),
         ("jittery-rebuilt", JITTERY),
+        ("slow-king", SLOW_KING.1),
     ]
     .iter()
     .map(|(name, args)| {
@@ -200,6 +203,18 @@ impl World {
     pub async fn new(name: &str) -> World {
         let images = images().await;
         let mut world = World::empty(name, images).await;
+        world.models = World::new_models(&world);
+        world.commit(FAST.0, 990);
+        world.commit(SLOW.0, 991);
+        world.commit(CHEATER.0, 992);
+        world
+            .node
+            .put_plain_commitment(NETUID, &hotkey(MALFORMED_UID), 993, b"not json at all");
+        world
+    }
+
+    /// The toy model directory the mock servers are judged with.
+    pub fn new_models(world: &World) -> PathBuf {
         let models = world.dir.path().join("models");
         std::fs::create_dir_all(&models).expect("mkdir");
         std::fs::write(
@@ -213,14 +228,7 @@ impl World {
             cacheon_mockminer::tokenizer_json(),
         )
         .expect("tokenizer.json");
-        world.models = models;
-        world.commit(FAST.0, 990);
-        world.commit(SLOW.0, 991);
-        world.commit(CHEATER.0, 992);
-        world
-            .node
-            .put_plain_commitment(NETUID, &hotkey(MALFORMED_UID), 993, b"not json at all");
-        world
+        models
     }
 
     /// The subnet, S3, the wallet and the workload, with the mock baseline and no
