@@ -63,6 +63,8 @@ pub enum Fault {
     Bloat(usize),
     /// `/health` answers 503.
     FailingHealth,
+    /// `/health` answers 503 until this long after the server started (a slow start-up).
+    ReadyAfter(Duration),
     /// `/health` answers `302 Location: http://127.0.0.1:PORT/latest/meta-data/iam`: a
     /// validator that followed it would probe its own machine.
     RedirectHealth(u16),
@@ -74,7 +76,7 @@ impl Fault {
         no-logprobs, truncate:N, burst, stall:MS, drip:MS, endless, overlong, lone-space, oversized-chunk:BYTES, invalid-utf8, \
         malformed-json, error-mid-stream, no-done, no-finish-reason, http-500, garbage-sse, \
         slow-health:MS, failing-health, redirect-health:PORT, health-no-body, \
-        health-endless-body, bloat:N";
+        health-endless-body, bloat:N, ready-after:MS";
 
     /// Whether this fault only bends the health check (the chat API stays honest).
     pub fn is_health_only(&self) -> bool {
@@ -85,6 +87,7 @@ impl Fault {
                 | Fault::RedirectHealth(_)
                 | Fault::HealthNoBody
                 | Fault::HealthEndlessBody
+                | Fault::ReadyAfter(_)
         )
     }
 }
@@ -138,6 +141,7 @@ impl FromStr for Fault {
             "health-no-body" => Fault::HealthNoBody,
             "health-endless-body" => Fault::HealthEndlessBody,
             "bloat" => Fault::Bloat(count()?),
+            "ready-after" => Fault::ReadyAfter(millis()?),
             "redirect-health" => Fault::RedirectHealth(u16::try_from(count()?).map_err(|_| bad())?),
             _ => return Err(bad()),
         };
@@ -154,6 +158,7 @@ impl FromStr for Fault {
                 | Fault::SlowHealth(_)
                 | Fault::RedirectHealth(_)
                 | Fault::Bloat(_)
+                | Fault::ReadyAfter(_)
         );
         if takes_arg != arg.is_some() {
             return Err(bad());
@@ -191,6 +196,7 @@ impl fmt::Display for Fault {
             Fault::HealthNoBody => f.write_str("health-no-body"),
             Fault::HealthEndlessBody => f.write_str("health-endless-body"),
             Fault::Bloat(n) => write!(f, "bloat:{n}"),
+            Fault::ReadyAfter(d) => write!(f, "ready-after:{}", d.as_millis()),
         }
     }
 }

@@ -93,6 +93,8 @@ pub(crate) struct AppState {
     /// Generations by (prompt, max_tokens): the model is deterministic, and a benchmark
     /// must not measure the mock's own arithmetic.
     generated: Mutex<GenerationCache>,
+    /// When the router was built (what `ready-after` counts from).
+    started: tokio::time::Instant,
 }
 
 /// Generations by (hash of the prompt's tokens, max_tokens).
@@ -110,6 +112,7 @@ pub fn router(cfg: MockConfig, timeline: Option<Arc<Timeline>>) -> Router {
         timeline,
         next_id: AtomicU64::new(0),
         generated: Mutex::new(HashMap::new()),
+        started: tokio::time::Instant::now(),
     });
     Router::new()
         .route("/health", get(health))
@@ -212,6 +215,9 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         Some(Fault::SlowHealth(d)) => {
             tokio::time::sleep(d).await;
             StatusCode::OK.into_response()
+        }
+        Some(Fault::ReadyAfter(d)) if state.started.elapsed() < d => {
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
         Some(Fault::HealthNoBody) => {
             // Headers promise 16 bytes; the body stream never yields one.

@@ -53,6 +53,23 @@ where
     }
 }
 
+/// `until`, printing the daemons' last lines before it panics.
+async fn until_told<T, F, Fut>(what: &str, limit: Duration, daemons: &[&Daemon], check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    match tokio::time::timeout(limit, until(what, limit + limit, check)).await {
+        Ok(v) => v,
+        Err(_) => {
+            for d in daemons {
+                eprintln!("--- {} ---\n{}", d.name, world::tail(&d.lines(), 60));
+            }
+            panic!("timed out waiting for {what}");
+        }
+    }
+}
+
 async fn king(w: &World) -> Option<String> {
     let k = w.get("/king").await;
     k["submission_id"].as_str().map(String::from)
@@ -417,7 +434,7 @@ async fn a_king_slower_than_its_turn_budget_pays_alone_and_the_round_completes()
         .await;
     let mut pod = w.pod("pod-k");
     let slow_king = id(SLOW_KING.0, 990);
-    until("the slow king crowned", ROUND, || async {
+    until_told("the slow king crowned", ROUND, &[&host, &pod], || async {
         king(&w).await.filter(|k| *k == slow_king)
     })
     .await;
@@ -426,11 +443,16 @@ async fn a_king_slower_than_its_turn_budget_pays_alone_and_the_round_completes()
     // Turns now get 15 s; the king's /health alone takes 20 s.
     w.commit(FAST.0, 995);
     let mut host = w.host_env(true, &[("CACHEON_TURN_BUDGET_SECS", "15")]);
+    host.wait_for(&["status API listening"], Duration::from_secs(60))
+        .await;
     let fast = id(FAST.0, 995);
     let started = std::time::Instant::now();
-    until("the honest challenger crowned", ROUND, || async {
-        king(&w).await.filter(|k| *k == fast)
-    })
+    until_told(
+        "the honest challenger crowned",
+        ROUND,
+        &[&host, &pod],
+        || async { king(&w).await.filter(|k| *k == fast) },
+    )
     .await;
     println!(
         "round with a king over its turn budget done in {:?}",
@@ -456,6 +478,55 @@ async fn a_king_slower_than_its_turn_budget_pays_alone_and_the_round_completes()
         println!("{line}");
     }
     assert!(pod.is_running(), "the pod exited");
+    stop(&mut pod).await;
+    stop(&mut host).await;
+}
+
+/// Both `/health` traps next to an honest miner: a server that sends 200 and then never
+/// the promised body, and one whose body never ends. Each ends alone, `unhealthy`, within
+/// its turn; the honest miner is crowned, no round is void, and the pod never holds more
+/// than 200 MB however much the second one sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_traps_end_alone_and_the_pod_stays_small() {
+    let _turn = TURN.lock().await;
+    let images = world::images().await;
+    let mut w = World::empty("healthtraps", images).await;
+    w.models = World::new_models(&w);
+    w.commit(FAST.0, 990);
+    w.commit_hostile(3, "health-no-body", 991);
+    w.commit_hostile(4, "health-endless-body", 992);
+    let mut host = w.host();
+    host.wait_for(&["status API listening"], Duration::from_secs(60))
+        .await;
+    let mut pod = w.pod("pod-t");
+    let fast = id(FAST.0, 990);
+    until_told(
+        "the honest miner crowned",
+        ROUND,
+        &[&host, &pod],
+        || async { king(&w).await.filter(|k| *k == fast) },
+    )
+    .await;
+    let s = states(&w).await;
+    for trap in [id(3, 991), id(4, 992)] {
+        assert_eq!(
+            s[&trap],
+            ("disqualified".to_string(), Some("unhealthy".to_string())),
+            "{trap}"
+        );
+    }
+    let rounds = w.get("/rounds").await;
+    assert!(
+        rounds
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] == "completed"),
+        "{rounds}"
+    );
+    let peak = pod.peak_rss();
+    println!("the pod's peak resident memory: {} MB", peak >> 20);
+    assert!(peak < 200 << 20, "the pod grew to {} MB", peak >> 20);
     stop(&mut pod).await;
     stop(&mut host).await;
 }

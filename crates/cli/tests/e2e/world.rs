@@ -42,8 +42,9 @@ pub const REDIRECTING_UID: u16 = 7;
 pub const OPERATED_REGISTRY_PORT: u16 = 18797;
 /// Much faster than `FAST`, and noisy: every request's timing spread by about 30 %.
 pub const JITTERY: &str = "--ttft-ms 10 --itl-ms 2 --speed-jitter 0.3";
-/// Valid, but its `/health` answers only after 20 s (inside the pods' 30 s start-up).
-pub const SLOW_KING: (u16, &str) = (6, "--ttft-ms 40 --itl-ms 8 --fault slow-health:20000");
+/// Valid, but healthy only 20 s after it starts (inside the pods' 30 s start-up), and
+/// streaming slower than the honest challenger (still faster than the baseline).
+pub const SLOW_KING: (u16, &str) = (6, "--ttft-ms 60 --itl-ms 12 --fault ready-after:20000");
 const BASELINE_ARGS: &str = "mock-miner --port 8000 --ttft-ms 100 --itl-ms 20";
 /// A challenger must beat the king by 50 %: wide enough that timing noise on a shared
 /// machine cannot move a 20 % improvement over it or a 300 % one under it.
@@ -155,6 +156,8 @@ fn build_images() -> Images {
         ("jittery", JITTERY),
         ("jittery-rebuilt", JITTERY),
         ("slow-king", SLOW_KING.1),
+        ("health-no-body", "--fault health-no-body"),
+        ("health-endless-body", "--fault health-endless-body"),
     ]
     .iter()
     .map(|(name, args)| {
@@ -457,6 +460,18 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// The process's peak resident memory so far, in bytes (`VmHWM`).
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the daemon's /proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM");
+        kib * 1024
+    }
+
     fn spawn(name: &str, mut cmd: Command) -> Daemon {
         let mut child = cmd
             .stdin(Stdio::null())
