@@ -221,6 +221,8 @@ pub(crate) struct SubmissionRound {
     pub round_id: i64,
     pub state: RoundState,
     pub void_reason: Option<String>,
+    /// The contestant whose turn caused the void, if one did (only it was charged).
+    pub void_cause: Option<String>,
     pub opened_at: i64,
     pub closed_at: Option<i64>,
     #[serde(flatten)]
@@ -252,6 +254,7 @@ pub(crate) async fn submission(
                 round_id: r.id,
                 state: r.state,
                 void_reason: r.void_reason,
+                void_cause: r.void_cause,
                 opened_at: r.opened_at,
                 closed_at: r.closed_at,
                 contestant,

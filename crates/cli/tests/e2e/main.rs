@@ -418,8 +418,8 @@ async fn hostile_neighbours_end_alone_and_the_round_goes_on() {
     stop(&mut host).await;
 }
 
-/// A king that is slow but valid (its `/health` answers late) reigns while turns are
-/// generous. Once the operator's turn budget is shorter than its turn, the round still
+/// A king that is slow but valid (its registry drips, its `/health` answers late, it
+/// streams slower than the challenger) reigns while turns are generous. Once the operator's turn budget is shorter than its turn, the round still
 /// completes: the king alone pays (`turn_budget_exceeded`, and the crown), the honest
 /// challenger is scored and crowned, and no round is void.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,7 +428,11 @@ async fn a_king_slower_than_its_turn_budget_pays_alone_and_the_round_completes()
     let images = world::images().await;
     let mut w = World::empty("slowking", images).await;
     w.models = World::new_models(&w);
-    w.commit_hostile(SLOW_KING.0, "slow-king", 990);
+    // Its image comes through a registry that drips.
+    let drip = world::dripping_registry().await;
+    let (image, digest) = w.images.named("slow-king");
+    let dripped = image.replacen("127.0.0.1:5000", &format!("localhost:{drip}"), 1);
+    w.commit_pinned(SLOW_KING.0, &dripped, &digest, 990);
     let mut host = w.host();
     host.wait_for(&["status API listening"], Duration::from_secs(60))
         .await;
@@ -467,6 +471,12 @@ async fn a_king_slower_than_its_turn_budget_pays_alone_and_the_round_completes()
         )
     );
     assert_eq!(s[&fast], ("scored".to_string(), None));
+    // Where the king's turns went (its report, per round): the dripped pull and the late
+    // health in round 1; in round 2 the same, cut at the budget.
+    let turns = w.get(&format!("/submissions/{slow_king}")).await;
+    for r in turns["rounds"].as_array().unwrap() {
+        println!("king, round {}: {}", r["round_id"], r["report"]["timings"]);
+    }
     let rounds = w.get("/rounds?limit=100").await;
     let rounds = rounds.as_array().unwrap();
     assert_eq!(rounds.len(), 2, "{rounds:?}");

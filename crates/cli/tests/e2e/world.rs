@@ -117,6 +117,22 @@ pub async fn images() -> Images {
 fn build_images() -> Images {
     let dir = tempfile::tempdir().expect("tempdir");
     let tar = support::rootfs_tar(dir.path(), true, &[]);
+    // The slow king's layer is its own (one more file): no other image's download can
+    // stand in for its dripped pull.
+    let king_tar = {
+        let root = dir.path().join("root");
+        std::fs::write(root.join("slow-king"), std::process::id().to_string()).expect("marker");
+        let king_tar = dir.path().join("king.tar");
+        support::sh(
+            Command::new("tar")
+                .arg("-C")
+                .arg(&root)
+                .arg("-cf")
+                .arg(&king_tar)
+                .arg("."),
+        );
+        king_tar
+    };
     let build = |name: &str, args: &str| -> (String, String) {
         let mut entry = vec!["/bin/cacheon".to_string()];
         if args == "BAD-ENTRYPOINT" {
@@ -131,7 +147,8 @@ fn build_images() -> Images {
         if name.ends_with("-rebuilt") {
             changes.push("LABEL org.example.rebuilt=yes".to_string());
         }
-        support::push_image_with(&tar, &changes, &format!("cacheon-e2e/{name}"))
+        let tar = if name == "slow-king" { &king_tar } else { &tar };
+        support::push_image_with(tar, &changes, &format!("cacheon-e2e/{name}"))
     };
     let miners = [
         ("fast", FAST),
@@ -170,6 +187,41 @@ fn build_images() -> Images {
         baseline: build("baseline", ""),
         hostile,
     }
+}
+
+/// A registry that drips: a TCP proxy on `localhost` in front of the test registry that
+/// passes requests at once and answers at `DRIP_BYTES` per `DRIP_EVERY` (6.4 MB/s), as a
+/// miner's registry may. Returns its port.
+pub async fn dripping_registry() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const DRIP_BYTES: usize = 64 << 10;
+    const DRIP_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(upstream) = tokio::net::TcpStream::connect(REGISTRY).await else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_upstream, mut to_upstream) = upstream.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_client, &mut to_upstream).await;
+                });
+                let mut buf = vec![0u8; DRIP_BYTES];
+                while let Ok(n) = from_upstream.read(&mut buf).await {
+                    if n == 0 || to_client.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(DRIP_EVERY).await;
+                }
+            });
+        }
+    });
+    port
 }
 
 /// Everything one scenario runs on.

@@ -130,7 +130,13 @@ fn round_link(id: i64) -> String {
 /// A round's state, a void one with its reason.
 fn round_state(r: &RoundRow) -> String {
     match r.state {
-        RoundState::Void => format!("void ({})", opt(r.void_reason.as_deref())),
+        RoundState::Void => match &r.void_cause {
+            Some(cause) => format!(
+                "void ({}, during the turn of {cause})",
+                opt(r.void_reason.as_deref())
+            ),
+            None => format!("void ({})", opt(r.void_reason.as_deref())),
+        },
         other => other.code().to_owned(),
     }
 }

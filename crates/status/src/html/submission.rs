@@ -49,7 +49,14 @@ pub(crate) fn submission_page(s: &SubmissionRow, rounds: &[RoundRow]) -> Respons
         let state = match r.state {
             RoundState::Open => "running".to_owned(),
             RoundState::Void => {
-                format!("void ({}), charged nothing", opt(r.void_reason.as_deref()))
+                let reason = opt(r.void_reason.as_deref());
+                match r.void_cause.as_deref() {
+                    Some(cause) if cause == s.id => {
+                        format!("void ({reason}) during this submission's turn: charged an attempt")
+                    }
+                    Some(_) => format!("void ({reason}) during another's turn: charged nothing"),
+                    None => format!("void ({reason}): a validator-side failure"),
+                }
             }
             RoundState::Completed => "completed".to_owned(),
         };
