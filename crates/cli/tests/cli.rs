@@ -144,7 +144,7 @@ fn db_migrate_creates_and_is_idempotent() {
     std::fs::create_dir_all(dir.path().join("state")).unwrap();
     for _ in 0..2 {
         let out = String::from_utf8(ok(&["db", "migrate", "--database", db])).unwrap();
-        assert!(out.contains("schema 3 (3 migration(s) applied)"), "{out}");
+        assert!(out.contains("schema 4 (4 migration(s) applied)"), "{out}");
     }
     assert!(Path::new(db).exists());
     let out = Command::new(env!("CARGO_BIN_EXE_cacheon"))

@@ -196,6 +196,9 @@ coded_enum! {
         /// What the contestant's server produced would not fit the hand-off document it is
         /// stored in (a valid but bloated stream).
         ResultTooLarge => "result_too_large",
+        /// Its streams sent more events than any answer needs (valid, but bloated with
+        /// empty ones the validator would have to keep).
+        BloatedStream => "bloated_stream",
     }
 }
 

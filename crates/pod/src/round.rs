@@ -256,7 +256,10 @@ async fn finish(
         .put_doc(&layout::done(job.round_id), &done, Condition::IfNoneMatch)
         .await?
     {
-        Put::Written { .. } => tracing::info!("done.json written"),
+        Put::Written { .. } => {
+            let bytes = cacheon_handoff::seal(&done, None).map_or(0, |b| b.len());
+            tracing::info!(bytes, "done.json written");
+        }
         Put::PreconditionFailed => tracing::warn!("done.json already written by another pod"),
     }
     tracker.phase(RoundPhase::Done).await;

@@ -34,6 +34,8 @@ pub fn for_faults(faults: impl IntoIterator<Item = StreamFault>) -> DisqualifyRe
         DisqualifyReason::RequestDeadline
     } else if all(&|f| *f == StreamFault::Redirected) {
         DisqualifyReason::Redirected
+    } else if all(&|f| *f == StreamFault::TooManyEvents) {
+        DisqualifyReason::BloatedStream
     } else {
         DisqualifyReason::BrokenStream
     }
@@ -100,6 +102,10 @@ mod tests {
         assert_eq!(
             for_faults([StreamFault::Redirected]),
             DisqualifyReason::Redirected
+        );
+        assert_eq!(
+            for_faults([StreamFault::TooManyEvents, StreamFault::TooManyEvents]),
+            DisqualifyReason::BloatedStream
         );
         assert_eq!(
             disqualify_reason(&verdict(vec![vec![stall], vec![broken.clone()]])),

@@ -493,9 +493,10 @@ async fn a_king_slower_than_its_turn_budget_pays_alone_and_the_round_completes()
 }
 
 /// Both `/health` traps next to an honest miner: a server that sends 200 and then never
-/// the promised body, and one whose body never ends. Each ends alone, `unhealthy`, within
-/// its turn; the honest miner is crowned, no round is void, and the pod never holds more
-/// than 200 MB however much the second one sends.
+/// the promised body, and one whose body never ends; and a valid stream bloated with empty
+/// events. Each ends alone with its reason within its turn; the honest miner is crowned,
+/// no round is void, `done.json` stays small, and the pod never holds more than 200 MB
+/// however much they send.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_traps_end_alone_and_the_pod_stays_small() {
     let _turn = TURN.lock().await;
@@ -505,6 +506,7 @@ async fn health_traps_end_alone_and_the_pod_stays_small() {
     w.commit(FAST.0, 990);
     w.commit_hostile(3, "health-no-body", 991);
     w.commit_hostile(4, "health-endless-body", 992);
+    w.commit_hostile(5, "bloated", 993);
     let mut host = w.host();
     host.wait_for(&["status API listening"], Duration::from_secs(60))
         .await;
@@ -525,6 +527,24 @@ async fn health_traps_end_alone_and_the_pod_stays_small() {
             "{trap}"
         );
     }
+    assert_eq!(
+        s[&id(5, 993)],
+        (
+            "disqualified".to_string(),
+            Some("bloated_stream".to_string())
+        )
+    );
+    let sealed = pod
+        .wait_for_lines(&["done.json written"], Duration::from_secs(10))
+        .await;
+    println!("{sealed}");
+    let bytes: u64 = sealed
+        .split("\"bytes\":")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .expect("done.json's size in the pod's log");
+    assert!(bytes < 1 << 20, "done.json is {bytes} bytes");
     let rounds = w.get("/rounds").await;
     assert!(
         rounds

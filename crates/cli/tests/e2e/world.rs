@@ -175,6 +175,7 @@ fn build_images() -> Images {
         ("slow-king", SLOW_KING.1),
         ("health-no-body", "--fault health-no-body"),
         ("health-endless-body", "--fault health-endless-body"),
+        ("bloated", "--ttft-ms 10 --itl-ms 2 --fault bloat:200"),
     ]
     .iter()
     .map(|(name, args)| {
