@@ -494,7 +494,8 @@ async fn a_king_slower_than_its_turn_budget_pays_alone_and_the_round_completes()
 
 /// Both `/health` traps next to an honest miner: a server that sends 200 and then never
 /// the promised body, and one whose body never ends; and a valid stream bloated with empty
-/// events. Each ends alone with its reason within its turn; the honest miner is crowned,
+/// events; and two images the sandbox does not run (a `VOLUME`, a toolkit variable). Each
+/// ends alone with its reason within its turn; the honest miner is crowned,
 /// no round is void, `done.json` stays small, and the pod never holds more than 200 MB
 /// however much they send.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -507,6 +508,8 @@ async fn health_traps_end_alone_and_the_pod_stays_small() {
     w.commit_hostile(3, "health-no-body", 991);
     w.commit_hostile(4, "health-endless-body", 992);
     w.commit_hostile(5, "bloated", 993);
+    w.commit_hostile(6, "volume", 994);
+    w.commit_hostile(7, "mofed", 995);
     let mut host = w.host();
     host.wait_for(&["status API listening"], Duration::from_secs(60))
         .await;
@@ -534,6 +537,19 @@ async fn health_traps_end_alone_and_the_pod_stays_small() {
             Some("bloated_stream".to_string())
         )
     );
+    let refused = |reason: &str| ("disqualified".to_string(), Some(reason.to_string()));
+    assert_eq!(s[&id(6, 994)], refused("declared_volume"));
+    assert_eq!(s[&id(7, 995)], refused("toolkit_variable"));
+    // Each one's turn, as its report tells it (the pods' start-up limit is 30 s; the turn
+    // budget the default 30 min).
+    for who in [id(3, 991), id(4, 992), id(5, 993), id(6, 994), id(7, 995)] {
+        let sub = w.get(&format!("/submissions/{who}")).await;
+        let round = &sub["rounds"][0];
+        println!(
+            "{who}: {} {}: {}",
+            round["outcome"], round["reason"], round["report"]["timings"]
+        );
+    }
     let sealed = pod
         .wait_for_lines(&["done.json written"], Duration::from_secs(10))
         .await;

@@ -147,6 +147,12 @@ fn build_images() -> Images {
         if name.ends_with("-rebuilt") {
             changes.push("LABEL org.example.rebuilt=yes".to_string());
         }
+        // Images the sandbox does not run.
+        match name {
+            "volume" => changes.push("VOLUME /data".to_string()),
+            "mofed" => changes.push("ENV NVIDIA_MOFED=enabled".to_string()),
+            _ => {}
+        }
         let tar = if name == "slow-king" { &king_tar } else { &tar };
         support::push_image_with(tar, &changes, &format!("cacheon-e2e/{name}"))
     };
@@ -176,6 +182,8 @@ fn build_images() -> Images {
         ("health-no-body", "--fault health-no-body"),
         ("health-endless-body", "--fault health-endless-body"),
         ("bloated", "--ttft-ms 10 --itl-ms 2 --fault bloat:200"),
+        ("volume", FAST.1),
+        ("mofed", FAST.1),
     ]
     .iter()
     .map(|(name, args)| {
