@@ -577,6 +577,77 @@ async fn health_traps_end_alone_and_the_pod_stays_small() {
     stop(&mut host).await;
 }
 
+/// A challenger whose registry passes every check and then fails its layers: the engine's
+/// error cannot be classified, but the machine is sound right after, so each round it
+/// breaks is void with it as the cause, charged to it alone. The honest miner next to it is
+/// never charged an attempt and is crowned once the breaker runs alone; the breaker ends
+/// `failed_infra` after its own three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voids_during_one_challengers_turn_are_charged_to_it_alone() {
+    let _turn = TURN.lock().await;
+    let images = world::images().await;
+    let mut w = World::empty("cause", images).await;
+    w.models = World::new_models(&w);
+    w.commit(FAST.0, 990);
+    let failing = world::blob_failing_registry().await;
+    // Its own layer and configuration: nothing already on the engine can stand in.
+    let (image, digest) = w.images.named("slow-king");
+    let breaker_image = image.replacen("127.0.0.1:5000", &format!("localhost:{failing}"), 1);
+    w.commit_pinned(SLOW.0, &breaker_image, &digest, 991);
+    let mut host = w.host();
+    host.wait_for(&["status API listening"], Duration::from_secs(60))
+        .await;
+    let mut pod = w.pod("pod-c");
+    let (fast, breaker) = (id(FAST.0, 990), id(SLOW.0, 991));
+    let finals = BTreeMap::from([
+        (fast.clone(), ("scored".to_string(), None)),
+        (
+            breaker.clone(),
+            (
+                "failed_infra".to_string(),
+                Some("engine_failure".to_string()),
+            ),
+        ),
+    ]);
+    until_told(
+        "every submission settled",
+        3 * ROUND,
+        &[&host, &pod],
+        || async {
+            let s = states(&w).await;
+            (s == finals).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(king(&w).await.as_deref(), Some(fast.as_str()));
+    let honest = w.get(&format!("/submissions/{fast}")).await;
+    assert_eq!(honest["infra_attempts"], 0, "{honest}");
+    let rounds = w.get("/rounds?limit=100").await;
+    let rounds = rounds.as_array().unwrap();
+    for r in rounds {
+        println!(
+            "round {}: {} {} cause {}",
+            r["id"], r["state"], r["void_reason"], r["void_cause"]
+        );
+    }
+    let voids: Vec<_> = rounds.iter().filter(|r| r["state"] == "void").collect();
+    assert_eq!(voids.len(), 3, "{rounds:?}");
+    assert!(
+        voids.iter().all(|r| r["void_cause"] == breaker.as_str()),
+        "{rounds:?}"
+    );
+    for line in pod
+        .lines()
+        .iter()
+        .filter(|l| l.contains("charged to the contestant"))
+    {
+        println!("{line}");
+    }
+    assert!(pod.is_running(), "the pod exited");
+    stop(&mut pod).await;
+    stop(&mut host).await;
+}
+
 /// An infrastructure fault that strikes whenever one submission is in a round (here: the
 /// operator's own registry, which hosts that submission's image, answers 500) voids its
 /// rounds. After two voids every contestant is a suspect and runs alone: the honest ones are

@@ -233,6 +233,54 @@ pub async fn dripping_registry() -> u16 {
     port
 }
 
+/// A registry whose layers fail: a TCP proxy on `localhost` in front of the test registry
+/// that passes every request but a blob's, on which it drops the connection. Its
+/// manifests pass every check before the pull; the engine's download then fails with an
+/// error nobody can classify. Returns its port.
+pub async fn blob_failing_registry() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(upstream) = tokio::net::TcpStream::connect(REGISTRY).await else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_upstream, mut to_upstream) = upstream.into_split();
+                let answers = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_upstream, &mut to_client).await;
+                });
+                // Requests are GET and HEAD (no bodies): each ends at its blank line.
+                let mut pending: Vec<u8> = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match from_client.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        }
+                        continue;
+                    };
+                    let request: Vec<u8> = pending.drain(..end + 4).collect();
+                    let line = String::from_utf8_lossy(&request);
+                    if line.lines().next().unwrap_or("").contains("/blobs/") {
+                        break;
+                    }
+                    if to_upstream.write_all(&request).await.is_err() {
+                        break;
+                    }
+                }
+                answers.abort();
+            });
+        }
+    });
+    port
+}
+
 /// Everything one scenario runs on.
 pub struct World {
     pub dir: tempfile::TempDir,
