@@ -6,6 +6,7 @@
 pub mod chat;
 pub mod completions;
 pub mod fault;
+mod health;
 pub mod model;
 pub mod proxy;
 pub mod server;

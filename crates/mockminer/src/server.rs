@@ -94,7 +94,7 @@ pub(crate) struct AppState {
     /// must not measure the mock's own arithmetic.
     generated: Mutex<GenerationCache>,
     /// When the router was built (what `ready-after` counts from).
-    started: tokio::time::Instant,
+    pub(crate) started: tokio::time::Instant,
 }
 
 /// Generations by (hash of the prompt's tokens, max_tokens).
@@ -115,7 +115,7 @@ pub fn router(cfg: MockConfig, timeline: Option<Arc<Timeline>>) -> Router {
         started: tokio::time::Instant::now(),
     });
     Router::new()
-        .route("/health", get(health))
+        .route("/health", get(crate::health::health))
         .route("/v1/models", get(models))
         .route("/tokenize", post(tokenize))
         .route("/v1/chat/completions", post(chat_completions))
@@ -199,46 +199,6 @@ fn error(status: StatusCode, kind: &'static str, message: String) -> Response {
         code: status.as_u16(),
     };
     (status, Json(body)).into_response()
-}
-
-async fn health(State(state): State<Arc<AppState>>) -> Response {
-    match state.cfg.fault {
-        Some(Fault::FailingHealth) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
-        Some(Fault::RedirectHealth(port)) => (
-            StatusCode::FOUND,
-            [(
-                axum::http::header::LOCATION,
-                format!("http://127.0.0.1:{port}/latest/meta-data/iam"),
-            )],
-        )
-            .into_response(),
-        Some(Fault::SlowHealth(d)) => {
-            tokio::time::sleep(d).await;
-            StatusCode::OK.into_response()
-        }
-        Some(Fault::ReadyAfter(d)) if state.started.elapsed() < d => {
-            StatusCode::SERVICE_UNAVAILABLE.into_response()
-        }
-        Some(Fault::HealthNoBody) => {
-            // Headers promise 16 bytes; the body stream never yields one.
-            let never = futures_util::stream::pending::<Result<Vec<u8>, std::io::Error>>();
-            Response::builder()
-                .status(StatusCode::OK)
-                .header(axum::http::header::CONTENT_LENGTH, "16")
-                .body(axum::body::Body::from_stream(never))
-                .unwrap_or_else(|_| StatusCode::OK.into_response())
-        }
-        Some(Fault::HealthEndlessBody) => {
-            let block = vec![b'o'; 64 << 10];
-            let endless =
-                futures_util::stream::repeat_with(move || Ok::<_, std::io::Error>(block.clone()));
-            Response::builder()
-                .status(StatusCode::OK)
-                .body(axum::body::Body::from_stream(endless))
-                .unwrap_or_else(|_| StatusCode::OK.into_response())
-        }
-        _ => StatusCode::OK.into_response(),
-    }
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
