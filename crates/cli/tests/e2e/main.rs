@@ -444,9 +444,10 @@ async fn a_king_slower_than_its_turn_budget_pays_alone_and_the_round_completes()
     .await;
     stop(&mut host).await;
 
-    // Turns now get 15 s; the king's /health alone takes 20 s.
+    // Turns now get 20 s (18 s before the teardown reserve); the king needs its dripped
+    // pull and 20 s to be healthy.
     w.commit(FAST.0, 995);
-    let mut host = w.host_env(true, &[("CACHEON_TURN_BUDGET_SECS", "15")]);
+    let mut host = w.host_env(true, &[("CACHEON_TURN_BUDGET_SECS", "20")]);
     host.wait_for(&["status API listening"], Duration::from_secs(60))
         .await;
     let fast = id(FAST.0, 995);
