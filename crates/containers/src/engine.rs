@@ -507,10 +507,7 @@ pub fn refuse_unsandboxable(
     }
     let names: Vec<String> = env
         .iter()
-        .filter_map(|kv| {
-            kv.split_once('=')
-                .map_or(Some(kv.as_str()), |(k, _)| Some(k))
-        })
+        .map(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k))
         .filter(|k| crate::sandbox::TOOLKIT_VARIABLES.contains(k))
         .map(str::to_string)
         .collect();

@@ -129,9 +129,6 @@ pub async fn check_machine(cfg: &PodConfig) -> Result<(Engine, preflight::Checke
     tracing::info!(pod = %cfg.pod_id, gpus = checked.hardware.gpus.len(), driver = ?checked.hardware.driver, "preflight passed");
     let engine = Engine::connect().await?;
     let safety = &cfg.requirements.safety;
-    safety::check_engine(&engine, safety)
-        .await
-        .map_err(PreflightError::from)?;
     let rt = runtime::check_engine(engine.docker(), safety)
         .await
         .map_err(PreflightError::from)?;

@@ -1,7 +1,8 @@
-//! Runtime floors: what runs a miner's container under Docker must be recent and confining.
-//! Read from the engine's own `/version` and `/info` (what `docker version` and `docker
+//! Runtime floors: the Docker engine and what runs a miner's container under it must be
+//! recent and confining. Read from the engine's own `/version` and `/info` (what `docker version` and `docker
 //! info` print), so a test feeds the same parsing the same documents:
 //!
+//! - the engine at least `min_engine`;
 //! - runc and containerd at least the floor of their release line (each floor names the
 //!   escape it closes); a line older than every floor is refused whole;
 //! - seccomp active with a profile (not `unconfined`);
@@ -10,7 +11,7 @@
 
 use bollard::models::{SystemInfo, SystemVersion};
 
-use crate::safety::{at_least, parse_version, SafetyError, SafetyRequirements};
+use crate::safety::{at_least, check_version, parse_version, SafetyError, SafetyRequirements};
 
 /// runc: 1.1.12 closed the leaked-descriptor escape (CVE-2024-21626); 1.2.8, 1.3.3 and
 /// 1.4.0 the mount races of CVE-2025-31133, CVE-2025-52565 and CVE-2025-52881, which 1.1
@@ -145,16 +146,23 @@ pub fn check(rt: &Runtime, req: &SafetyRequirements) -> Result<(), SafetyError> 
     Ok(())
 }
 
-/// The engine's runtime, read and checked.
+/// The engine's own version against its minimum, then the runtime under it against its
+/// floors: one read of `/version` and `/info` for both.
 pub async fn check_engine(
     docker: &bollard::Docker,
     req: &SafetyRequirements,
 ) -> Result<Runtime, SafetyError> {
     let unknown = |e: bollard::errors::Error| SafetyError::Unknown {
-        what: "container runtime",
+        what: "Docker engine",
         detail: e.to_string(),
     };
     let version = docker.version().await.map_err(unknown)?;
+    check_version(
+        "Docker engine",
+        version.version.as_deref().unwrap_or_default(),
+        &req.min_engine,
+        "internal networks forward DNS out (CVE-2024-29018)",
+    )?;
     let info = docker.info().await.map_err(unknown)?;
     let rt = Runtime::from_engine(&version, &info);
     check(&rt, req)?;

@@ -133,26 +133,6 @@ pub fn check_version(
     }
 }
 
-/// The engine's version against its minimum.
-pub async fn check_engine(engine: &Engine, req: &SafetyRequirements) -> Result<(), SafetyError> {
-    let found = engine
-        .docker()
-        .version()
-        .await
-        .map_err(|e| SafetyError::Unknown {
-            what: "Docker engine",
-            detail: e.to_string(),
-        })?
-        .version
-        .unwrap_or_default();
-    check_version(
-        "Docker engine",
-        &found,
-        &req.min_engine,
-        "internal networks forward DNS out (CVE-2024-29018)",
-    )
-}
-
 /// The toolkit's and the driver's versions (machines with GPUs).
 pub async fn check_gpu_stack(
     req: &SafetyRequirements,
