@@ -425,13 +425,10 @@ async fn hostile_neighbours_end_alone_and_the_round_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_king_slower_than_its_turn_budget_pays_alone_and_the_round_completes() {
     let _turn = TURN.lock().await;
-    let images = world::images().await;
-    let mut w = World::empty("slowking", images).await;
-    w.models = World::new_models(&w);
+    let w = World::bare("slowking").await;
     // Its image comes through a registry that drips.
     let drip = world::dripping_registry().await;
-    let (image, digest) = w.images.named("slow-king");
-    let dripped = image.replacen("127.0.0.1:5000", &format!("localhost:{drip}"), 1);
+    let (dripped, digest) = w.images.named_through("slow-king", drip);
     w.commit_pinned(SLOW_KING.0, &dripped, &digest, 990);
     let mut host = w.host();
     host.wait_for(&["status API listening"], Duration::from_secs(60))
@@ -502,9 +499,7 @@ async fn a_king_slower_than_its_turn_budget_pays_alone_and_the_round_completes()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_traps_end_alone_and_the_pod_stays_small() {
     let _turn = TURN.lock().await;
-    let images = world::images().await;
-    let mut w = World::empty("healthtraps", images).await;
-    w.models = World::new_models(&w);
+    let w = World::bare("healthtraps").await;
     w.commit(FAST.0, 990);
     w.commit_hostile(3, "health-no-body", 991);
     w.commit_hostile(4, "health-endless-body", 992);
@@ -586,14 +581,11 @@ async fn health_traps_end_alone_and_the_pod_stays_small() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn voids_during_one_challengers_turn_are_charged_to_it_alone() {
     let _turn = TURN.lock().await;
-    let images = world::images().await;
-    let mut w = World::empty("cause", images).await;
-    w.models = World::new_models(&w);
+    let w = World::bare("cause").await;
     w.commit(FAST.0, 990);
     let failing = world::blob_failing_registry().await;
     // Its own layer and configuration: nothing already on the engine can stand in.
-    let (image, digest) = w.images.named("slow-king");
-    let breaker_image = image.replacen("127.0.0.1:5000", &format!("localhost:{failing}"), 1);
+    let (breaker_image, digest) = w.images.named_through("slow-king", failing);
     w.commit_pinned(SLOW.0, &breaker_image, &digest, 991);
     let mut host = w.host();
     host.wait_for(&["status API listening"], Duration::from_secs(60))

@@ -97,6 +97,13 @@ impl Images {
             .expect("named image");
         (i.clone(), d.clone())
     }
+
+    /// The hostile image `name` as pulled through a registry proxy on `localhost:port`.
+    pub fn named_through(&self, name: &str, port: u16) -> (String, String) {
+        let (image, digest) = self.named(name);
+        let through = image.replacen(REGISTRY, &format!("localhost:{port}"), 1);
+        (through, digest)
+    }
 }
 
 static IMAGES: OnceCell<Images> = OnceCell::const_new();
@@ -198,13 +205,13 @@ fn build_images() -> Images {
     }
 }
 
-/// A registry that drips: a TCP proxy on `localhost` in front of the test registry that
-/// passes requests at once and answers at `DRIP_BYTES` per `DRIP_EVERY` (6.4 MB/s), as a
-/// miner's registry may. Returns its port.
-pub async fn dripping_registry() -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const DRIP_BYTES: usize = 64 << 10;
-    const DRIP_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+/// A TCP proxy on `localhost` in front of the test registry: every connection is handed
+/// with its upstream to `relay`. Returns its port.
+async fn registry_proxy<F, Fut>(relay: F) -> u16
+where
+    F: Fn(tokio::net::TcpStream, tokio::net::TcpStream) -> Fut + Send + Copy + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -212,20 +219,8 @@ pub async fn dripping_registry() -> u16 {
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let Ok(upstream) = tokio::net::TcpStream::connect(REGISTRY).await else {
-                    return;
-                };
-                let (mut from_client, mut to_client) = client.into_split();
-                let (mut from_upstream, mut to_upstream) = upstream.into_split();
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut from_client, &mut to_upstream).await;
-                });
-                let mut buf = vec![0u8; DRIP_BYTES];
-                while let Ok(n) = from_upstream.read(&mut buf).await {
-                    if n == 0 || to_client.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                    tokio::time::sleep(DRIP_EVERY).await;
+                if let Ok(upstream) = tokio::net::TcpStream::connect(REGISTRY).await {
+                    relay(client, upstream).await;
                 }
             });
         }
@@ -233,52 +228,62 @@ pub async fn dripping_registry() -> u16 {
     port
 }
 
-/// A registry whose layers fail: a TCP proxy on `localhost` in front of the test registry
-/// that passes every request but a blob's, on which it drops the connection. Its
-/// manifests pass every check before the pull; the engine's download then fails with an
-/// error nobody can classify. Returns its port.
+/// A registry that drips: requests pass at once, answers come at `DRIP_BYTES` per
+/// `DRIP_EVERY` (6.4 MB/s), as a miner's registry may. Returns its port.
+pub async fn dripping_registry() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const DRIP_BYTES: usize = 64 << 10;
+    const DRIP_EVERY: Duration = Duration::from_millis(10);
+    registry_proxy(|client, upstream| async move {
+        let (mut from_client, mut to_client) = client.into_split();
+        let (mut from_upstream, mut to_upstream) = upstream.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut from_client, &mut to_upstream).await;
+        });
+        let mut buf = vec![0u8; DRIP_BYTES];
+        while let Ok(n) = from_upstream.read(&mut buf).await {
+            if n == 0 || to_client.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(DRIP_EVERY).await;
+        }
+    })
+    .await
+}
+
+/// A registry whose layers fail: every request passes but a blob's, on which the
+/// connection is dropped. Its manifests pass every check before the pull; the engine's
+/// download then fails with an error nobody can classify. Returns its port.
 pub async fn blob_failing_registry() -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(upstream) = tokio::net::TcpStream::connect(REGISTRY).await else {
-                    return;
-                };
-                let (mut from_client, mut to_client) = client.into_split();
-                let (mut from_upstream, mut to_upstream) = upstream.into_split();
-                let answers = tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut from_upstream, &mut to_client).await;
-                });
-                // Requests are GET and HEAD (no bodies): each ends at its blank line.
-                let mut pending: Vec<u8> = Vec::new();
-                let mut buf = [0u8; 8192];
-                loop {
-                    let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match from_client.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => pending.extend_from_slice(&buf[..n]),
-                        }
-                        continue;
-                    };
-                    let request: Vec<u8> = pending.drain(..end + 4).collect();
-                    let line = String::from_utf8_lossy(&request);
-                    if line.lines().next().unwrap_or("").contains("/blobs/") {
-                        break;
-                    }
-                    if to_upstream.write_all(&request).await.is_err() {
-                        break;
-                    }
+    registry_proxy(|client, upstream| async move {
+        let (mut from_client, mut to_client) = client.into_split();
+        let (mut from_upstream, mut to_upstream) = upstream.into_split();
+        let answers = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut from_upstream, &mut to_client).await;
+        });
+        // Requests are GET and HEAD (no bodies): each ends at its blank line.
+        let mut pending: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                match from_client.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => pending.extend_from_slice(&buf[..n]),
                 }
-                answers.abort();
-            });
+                continue;
+            };
+            let request: Vec<u8> = pending.drain(..end + 4).collect();
+            let line = String::from_utf8_lossy(&request);
+            if line.lines().next().unwrap_or("").contains("/blobs/")
+                || to_upstream.write_all(&request).await.is_err()
+            {
+                break;
+            }
         }
-    });
-    port
+        answers.abort();
+    })
+    .await
 }
 
 /// Everything one scenario runs on.
@@ -313,9 +318,7 @@ impl World {
     /// A subnet of 8 uids with the validator at uid 1 and the round-1 commitments: fast,
     /// slow and cheating miners, and a malformed commitment.
     pub async fn new(name: &str) -> World {
-        let images = images().await;
-        let mut world = World::empty(name, images).await;
-        world.models = World::new_models(&world);
+        let world = World::bare(name).await;
         world.commit(FAST.0, 990);
         world.commit(SLOW.0, 991);
         world.commit(CHEATER.0, 992);
@@ -325,9 +328,16 @@ impl World {
         world
     }
 
+    /// The subnet, S3 and the mock baseline with the toy model, and nothing committed.
+    pub async fn bare(name: &str) -> World {
+        let mut world = World::empty(name, images().await).await;
+        world.models = world.toy_models();
+        world
+    }
+
     /// The toy model directory the mock servers are judged with.
-    pub fn new_models(world: &World) -> PathBuf {
-        let models = world.dir.path().join("models");
+    fn toy_models(&self) -> PathBuf {
+        let models = self.dir.path().join("models");
         std::fs::create_dir_all(&models).expect("mkdir");
         std::fs::write(
             models.join("config.json"),
